@@ -1,0 +1,101 @@
+"""``Idempotency-Key`` for POST endpoints, stored with the effect.
+
+The record is inserted first, inside the same transaction as the effect: a
+concurrent request with the same key blocks on the unique index until the first
+commits, then replays its answer. A retry gets the stored answer (status and
+body); the same key with a different body is refused with 422. Keys are scoped
+per principal, so one user's key never returns another user's answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import wraps
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, transaction
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from .errors import IdempotencyMismatch
+from .models import IdempotencyRecord
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+
+def principal_of(request) -> str:
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return f"user:{user.pk}"
+    return f"anon:{request.META.get('REMOTE_ADDR', '')}"
+
+
+def _request_hash(request) -> str:
+    digest = hashlib.sha256()
+    digest.update(request.method.encode())
+    digest.update(request.path.encode())
+    digest.update(request._request.body)
+    return digest.hexdigest()
+
+
+def _replay(record: IdempotencyRecord, request_hash: str) -> Response:
+    if record.request_hash != request_hash:
+        raise IdempotencyMismatch(
+            "This Idempotency-Key was already used with a different request body."
+        )
+    response = Response(record.response_body, status=record.status_code)
+    response["Idempotent-Replayed"] = "true"
+    return response
+
+
+def idempotent(handler=None, *, required: bool = False):
+    """Decorate a view's ``post`` so retries with the same key have one effect."""
+
+    def decorate(view_method):
+        @wraps(view_method)
+        def wrapper(self, request, *args, **kwargs):
+            key = request.headers.get(HEADER, "").strip()
+            if not key:
+                if required:
+                    raise ValidationError({HEADER: ["This header is required."]})
+                return view_method(self, request, *args, **kwargs)
+            if len(key) > MAX_KEY_LENGTH:
+                raise ValidationError({HEADER: [f"At most {MAX_KEY_LENGTH} characters."]})
+            principal = principal_of(request)
+            request_hash = _request_hash(request)
+            existing = IdempotencyRecord.objects.filter(principal=principal, key=key).first()
+            if existing is not None and existing.status_code:
+                return _replay(existing, request_hash)
+            try:
+                with transaction.atomic():
+                    record = IdempotencyRecord.objects.create(
+                        principal=principal,
+                        key=key,
+                        method=request.method,
+                        path=request.path[:300],
+                        request_hash=request_hash,
+                        status_code=0,
+                    )
+                    response = view_method(self, request, *args, **kwargs)
+                    if response.status_code >= 500:
+                        transaction.set_rollback(True)
+                        return response
+                    record.status_code = response.status_code
+                    record.response_body = json.loads(
+                        json.dumps(response.data, cls=DjangoJSONEncoder)
+                    )
+                    record.save(update_fields=["status_code", "response_body"])
+                    return response
+            except IntegrityError:
+                existing = IdempotencyRecord.objects.filter(principal=principal, key=key).first()
+                if existing is None or not existing.status_code:
+                    raise
+                return _replay(existing, request_hash)
+
+        return wrapper
+
+    if handler is not None:
+        return decorate(handler)
+    return decorate
