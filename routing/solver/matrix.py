@@ -1,0 +1,186 @@
+"""Matrix providers: where travel distances and durations come from.
+
+* ``haversine_matrix``: great-circle distance times a detour factor, durations
+  from a speed per vehicle profile. No network, good enough to plan a demo day.
+* ``osrm_matrix``: the OSRM ``table`` service over HTTP, chunked for big sets.
+* ``explicit_matrix``: given numbers (benchmarks, tests).
+* ``MatrixCache``: memoises any provider by the set of locations.
+
+Every provider returns a ``Matrix``; asymmetric values are kept as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+import httpx
+
+from routing.solver.problem import Location, Matrix
+
+EARTH_RADIUS_METERS = 6_371_008.8
+# Roads are longer than the straight line; 1.3 is a common urban average.
+DEFAULT_DETOUR_FACTOR = 1.3
+DEFAULT_SPEEDS_KMH: Mapping[str, float] = {"car": 30.0, "van": 27.0, "truck": 22.0, "bike": 15.0}
+
+
+class MatrixError(Exception):
+    """A matrix could not be produced (bad input or an unreachable service)."""
+
+
+class OsrmUnavailable(MatrixError):
+    """The OSRM server did not answer, or answered with an error."""
+
+
+def _require_coordinates(locations: Sequence[Location]) -> list[tuple[float, float]]:
+    points = []
+    for location in locations:
+        if location.lat is None or location.lng is None:
+            raise MatrixError(f"location {location.key} has no coordinates")
+        points.append((location.lat, location.lng))
+    return points
+
+
+def haversine_meters(a: tuple[float, float], b: tuple[float, float]) -> float:
+    lat1, lng1 = map(math.radians, a)
+    lat2, lng2 = map(math.radians, b)
+    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lng2 - lng1) / 2) ** 2
+    return 2 * EARTH_RADIUS_METERS * math.asin(min(1.0, math.sqrt(h)))
+
+
+def haversine_matrix(
+    locations: Sequence[Location],
+    *,
+    speeds_kmh: Mapping[str, float] = DEFAULT_SPEEDS_KMH,
+    detour_factor: float = DEFAULT_DETOUR_FACTOR,
+) -> Matrix:
+    points = _require_coordinates(locations)
+    distance = tuple(
+        tuple(round(haversine_meters(a, b) * detour_factor) for b in points) for a in points
+    )
+    durations = {
+        profile: tuple(tuple(round(d * 3.6 / speed) for d in row) for row in distance)
+        for profile, speed in speeds_kmh.items()
+    }
+    return Matrix(distance_meters=distance, duration_seconds=durations)
+
+
+def explicit_matrix(
+    distance_meters: Sequence[Sequence[int]],
+    duration_seconds: Sequence[Sequence[int]] | Mapping[str, Sequence[Sequence[int]]] | None = None,
+    *,
+    profiles: Sequence[str] = ("car",),
+) -> Matrix:
+    """Durations default to the distances (benchmarks where time = distance)."""
+    distance = tuple(tuple(int(x) for x in row) for row in distance_meters)
+    n = len(distance)
+    if any(len(row) != n for row in distance):
+        raise MatrixError("distance matrix is not square")
+    if duration_seconds is None:
+        durations = {profile: distance for profile in profiles}
+    elif isinstance(duration_seconds, Mapping):
+        durations = {p: tuple(tuple(int(x) for x in row) for row in m) for p, m in duration_seconds.items()}
+    else:
+        same = tuple(tuple(int(x) for x in row) for row in duration_seconds)
+        durations = {profile: same for profile in profiles}
+    return Matrix(distance_meters=distance, duration_seconds=durations)
+
+
+def osrm_matrix(
+    locations: Sequence[Location],
+    *,
+    base_url: str,
+    profiles: Mapping[str, str] | None = None,
+    chunk_size: int = 100,
+    timeout_seconds: float = 30.0,
+    client: httpx.Client | None = None,
+) -> Matrix:
+    """Distances and durations from OSRM's ``/table/v1/{profile}/`` service.
+
+    ``profiles`` maps our vehicle profile to the OSRM profile name (default
+    {"car": "driving"}). Large sets are fetched in chunk_size × chunk_size blocks
+    because OSRM caps the table size (``--max-table-size``, 100 by default).
+    Distances come from the first profile; unreachable pairs (null) raise.
+    """
+    points = _require_coordinates(locations)
+    profiles = dict(profiles or {"car": "driving"})
+    n = len(points)
+    owns_client = client is None
+    http = client or httpx.Client(timeout=timeout_seconds)
+    coordinates = ";".join(f"{lng:.6f},{lat:.6f}" for lat, lng in points)
+    try:
+        distance: list[list[int]] = [[0] * n for _ in range(n)]
+        durations: dict[str, list[list[int]]] = {}
+        for index, (profile, osrm_profile) in enumerate(profiles.items()):
+            duration = [[0] * n for _ in range(n)]
+            for row0 in range(0, n, chunk_size):
+                rows = list(range(row0, min(n, row0 + chunk_size)))
+                for col0 in range(0, n, chunk_size):
+                    cols = list(range(col0, min(n, col0 + chunk_size)))
+                    body = _osrm_table(http, base_url, osrm_profile, coordinates, rows, cols)
+                    for i, row in zip(rows, body["durations"], strict=True):
+                        for j, value in zip(cols, row, strict=True):
+                            if value is None:
+                                raise MatrixError(f"no road from {locations[i].key} to {locations[j].key}")
+                            duration[i][j] = round(value)
+                    if index == 0:
+                        for i, row in zip(rows, body["distances"], strict=True):
+                            for j, value in zip(cols, row, strict=True):
+                                distance[i][j] = round(value or 0)
+            durations[profile] = duration
+    finally:
+        if owns_client:
+            http.close()
+    return Matrix(
+        distance_meters=tuple(tuple(r) for r in distance),
+        duration_seconds={p: tuple(tuple(r) for r in m) for p, m in durations.items()},
+    )
+
+
+def _osrm_table(
+    http: httpx.Client, base_url: str, profile: str, coordinates: str, rows: list[int], cols: list[int]
+) -> dict:
+    url = f"{base_url.rstrip('/')}/table/v1/{profile}/{coordinates}"
+    params = {
+        "sources": ";".join(map(str, rows)),
+        "destinations": ";".join(map(str, cols)),
+        "annotations": "duration,distance",
+    }
+    try:
+        response = http.get(url, params=params)
+    except httpx.HTTPError as error:
+        raise OsrmUnavailable(f"OSRM at {base_url} unreachable: {error}") from error
+    if response.status_code != 200:
+        raise OsrmUnavailable(f"OSRM answered {response.status_code}: {response.text[:200]}")
+    body = response.json()
+    if body.get("code") != "Ok":
+        raise OsrmUnavailable(f"OSRM error {body.get('code')}: {body.get('message')}")
+    return body
+
+
+class MatrixCache:
+    """Memoises a provider by the ordered set of location coordinates/keys, so a
+    re-optimisation of the same day does not ask OSRM again."""
+
+    def __init__(self, provider: Callable[[Sequence[Location]], Matrix], max_entries: int = 32):
+        self._provider = provider
+        self._max_entries = max_entries
+        self._entries: dict[tuple, Matrix] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key_of(locations: Sequence[Location]) -> tuple:
+        return tuple((loc.key, loc.lat, loc.lng) for loc in locations)
+
+    def __call__(self, locations: Sequence[Location]) -> Matrix:
+        key = self.key_of(locations)
+        if key in self._entries:
+            self.hits += 1
+            return self._entries[key]
+        self.misses += 1
+        matrix = self._provider(locations)
+        if len(self._entries) >= self._max_entries:
+            self._entries.pop(next(iter(self._entries)))  # oldest first
+        self._entries[key] = matrix
+        return matrix
