@@ -290,6 +290,8 @@ def leg_transition(
 @transaction.atomic
 def shipment_cancel(*, shipment_id: int, actor=None, reason: str = "", source: str = "api") -> Shipment:
     shipment = _shipment_lock(shipment_id)
+    if shipment.status == ShipmentStatus.CANCELLED:
+        return shipment  # cancelling twice is a no-op, not a second event
     check_shipment_transition(shipment.status, ShipmentStatus.CANCELLED)
     legs = list(shipment.legs.select_for_update().order_by("sequence"))
     if any(leg.status in (LegStatus.IN_TRANSIT, LegStatus.ARRIVED) for leg in legs):
