@@ -18,8 +18,9 @@ from routing.solver.pyvrp_engine import pyvrp_supports, solve_with_pyvrp
 from routing.solver.solution import Solution
 
 ENGINES = ("auto", "ortools", "pyvrp")
-# Time kept for OR-Tools when PyVRP comes back without a feasible plan.
-FALLBACK_FRACTION = 0.25
+# PyVRP without a feasible plan by this fraction of the time hands over to
+# OR-Tools, which drops what cannot be served instead of failing.
+GIVE_UP_FRACTION = 0.5
 
 
 class ProblemError(ValueError):
@@ -55,10 +56,10 @@ def solve(
         if not pyvrp_supports(problem):
             raise ProblemError("PyVRP cannot express this problem")
         started = time.monotonic()
-        budget = time_limit_seconds if engine == "pyvrp" else time_limit_seconds * (1 - FALLBACK_FRACTION)
         solution = solve_with_pyvrp(
             problem,
-            time_limit_seconds=budget,
+            time_limit_seconds=time_limit_seconds,
+            give_up_fraction=1.0 if engine == "pyvrp" else GIVE_UP_FRACTION,
             seed=seed,
             on_progress=on_progress,
             should_stop=should_stop,

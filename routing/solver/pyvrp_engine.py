@@ -190,14 +190,20 @@ def build_data(problem: Problem) -> _Built:
 class _Stop:
     """PyVRP stopping criterion: time limit, cancel hook and progress in one."""
 
-    def __init__(self, watch: SearchWatch, deadline: float):
+    def __init__(self, watch: SearchWatch, deadline: float, give_up_at: float):
         self.watch = watch
         self.deadline = deadline
+        self.give_up_at = give_up_at
+        self.found = False
 
     def __call__(self, best_cost: float) -> bool:
         if best_cost < INT_MAX:  # PyVRP reports int64 max before any feasible plan
+            self.found = True
             self.watch.solution(best_cost)
-        return time.monotonic() >= self.deadline or self.watch.stop_requested()
+        now = time.monotonic()
+        if not self.found and now >= self.give_up_at:
+            return True
+        return now >= self.deadline or self.watch.stop_requested()
 
 
 def solve_with_pyvrp(
@@ -208,14 +214,16 @@ def solve_with_pyvrp(
     on_progress: ProgressCallback | None = None,
     should_stop: StopCheck | None = None,
     max_iterations: int | None = None,
+    give_up_fraction: float = 1.0,
 ) -> Solution | None:
-    """None when PyVRP found no feasible solution (the caller falls back)."""
+    """None when PyVRP found no feasible solution (the caller falls back);
+    without one after give_up_fraction of the time, it stops early."""
     started = time.monotonic()
     built = build_data(problem)
     watch = SearchWatch(
         engine="pyvrp", time_limit_seconds=time_limit_seconds, on_progress=on_progress, should_stop=should_stop
     )
-    stop = _Stop(watch, started + time_limit_seconds)
+    stop = _Stop(watch, started + time_limit_seconds, started + give_up_fraction * time_limit_seconds)
     criterion = stop if max_iterations is None else pyvrp.stop.MultipleCriteria([stop, pyvrp.stop.MaxIterations(max_iterations)])
     result = pyvrp.solve(built.data, criterion, seed=seed, collect_stats=False, display=False)
     watch.report()
