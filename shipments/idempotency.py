@@ -10,13 +10,12 @@ per principal, so one user's key never returns another user's answer.
 from __future__ import annotations
 
 import hashlib
-import json
 from functools import wraps
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
+from django.http import HttpResponse
 from rest_framework.exceptions import ValidationError
-from rest_framework.response import Response
+from rest_framework.renderers import JSONRenderer
 
 from .errors import IdempotencyMismatch
 from .models import IdempotencyRecord
@@ -40,12 +39,14 @@ def _request_hash(request) -> str:
     return digest.hexdigest()
 
 
-def _replay(record: IdempotencyRecord, request_hash: str) -> Response:
+def _replay(record: IdempotencyRecord, request_hash: str) -> HttpResponse:
     if record.request_hash != request_hash:
         raise IdempotencyMismatch(
             "This Idempotency-Key was already used with a different request body."
         )
-    response = Response(record.response_body, status=record.status_code)
+    response = HttpResponse(
+        record.response_body, status=record.status_code, content_type="application/json"
+    )
     response["Idempotent-Replayed"] = "true"
     return response
 
@@ -82,12 +83,14 @@ def idempotent(handler=None, *, required: bool = False):
                     if response.status_code >= 500:
                         transaction.set_rollback(True)
                         return response
+                    # Answer with exactly the bytes stored, so a replay is identical.
+                    body = JSONRenderer().render(response.data).decode()
                     record.status_code = response.status_code
-                    record.response_body = json.loads(
-                        json.dumps(response.data, cls=DjangoJSONEncoder)
-                    )
+                    record.response_body = body
                     record.save(update_fields=["status_code", "response_body"])
-                    return response
+                    return HttpResponse(
+                        body, status=response.status_code, content_type="application/json"
+                    )
             except IntegrityError:
                 existing = IdempotencyRecord.objects.filter(principal=principal, key=key).first()
                 if existing is None or not existing.status_code:

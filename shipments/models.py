@@ -312,7 +312,7 @@ class IdempotencyRecord(models.Model):
     path = models.CharField(max_length=300)
     request_hash = models.CharField(max_length=64)
     status_code = models.PositiveSmallIntegerField()
-    response_body = models.JSONField(null=True)
+    response_body = models.TextField(blank=True, default="")  # the rendered JSON, replayed byte for byte
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -248,6 +248,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name per shared vocabulary, so every status field reads the same in clients.
+    "ENUM_NAME_OVERRIDES": {
+        "ShipmentStatusEnum": "shipments.states.ShipmentStatus",
+        "LegStatusEnum": "shipments.states.LegStatus",
+        "MileEnum": "shipments.states.Mile",
+        "TransportModeEnum": "shipments.states.TransportMode",
+        "ServiceLevelEnum": "shipments.models.ServiceLevel",
+    },
 }
 
 # ---------------------------------------------------------------------------
