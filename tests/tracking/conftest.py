@@ -1,0 +1,38 @@
+"""Fixtures for the tracking tests: real PostgreSQL, real Redis channel layer."""
+
+from __future__ import annotations
+
+import pytest
+from channels.layers import get_channel_layer
+from channels.routing import URLRouter
+
+from shipments.services import tracking_link_reissue
+from tests import factories
+
+
+def events_emit(shipment_id: int, count: int) -> None:
+    """Write ``count`` shipment events through a real service (each its own
+    transaction, each with its outbox row)."""
+    for _ in range(count):
+        tracking_link_reissue(shipment_id=shipment_id, source="system")
+
+
+@pytest.fixture
+def ws_app():
+    """The WebSocket routes without the session middleware: tests put the user
+    in the scope themselves."""
+    from tracking.routing import websocket_urlpatterns
+
+    return URLRouter(websocket_urlpatterns)
+
+
+@pytest.fixture
+def shipment(hubs):
+    return factories.shipment_make().shipment
+
+
+@pytest.fixture
+def channel_layer():
+    layer = get_channel_layer()
+    assert type(layer).__name__ == "RedisChannelLayer", "these tests need the real Redis layer"
+    return layer

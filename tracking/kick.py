@@ -1,0 +1,116 @@
+"""Starting the relay soon after an outbox write commits, and in the background.
+
+* After a transaction that wrote outbox rows commits, the relay is kicked once:
+  in the embedded default it runs right there, in the web process; with Redis a
+  Celery worker runs ``outbox_relay_task``. Either way, beat runs the same task
+  every two seconds as the safety net, so a lost kick only delays a message.
+* In the embedded default there is no beat: the first WebSocket consumer starts
+  an asyncio loop in the ASGI server that relays and sweeps periodically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections, transaction
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_RELAY_INTERVAL_SECONDS = 2.0
+EMBEDDED_SWEEP_INTERVAL_SECONDS = 60.0
+
+_background_task: asyncio.Task | None = None
+
+
+def relay_runs_inline() -> bool:
+    """True when this process relays by itself (no worker to hand the work to)."""
+    return bool(getattr(settings, "TRACKING_RELAY_INLINE", settings.CELERY_TASK_ALWAYS_EAGER))
+
+
+def relay_kick() -> None:
+    """Relay now (embedded) or ask a worker to (Redis). Never raises: the write
+    that caused the kick has committed and its caller must not see an error."""
+    try:
+        if relay_runs_inline():
+            from .relay import outbox_relay_run
+
+            outbox_relay_run()
+        else:
+            from .tasks import outbox_relay_task
+
+            outbox_relay_task.apply_async(retry=False)
+    except Exception:  # noqa: BLE001 - beat (or the embedded loop) catches up
+        logger.warning("relay kick failed; the periodic relay will catch up", exc_info=True)
+
+
+def outbox_written(sender, instance, created: bool, **kwargs) -> None:
+    """post_save receiver on OutboxMessage: one kick per committed transaction."""
+    if not created:
+        return
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        transaction.on_commit(relay_kick)
+        return
+    pending = getattr(connection, "run_on_commit", [])
+    if any(entry[1] is relay_kick for entry in pending):
+        return
+    transaction.on_commit(relay_kick)
+
+
+def route_activity_received(sender, route_id: int, **kwargs) -> None:
+    """dispatch.signals.route_activity receiver: re-time the route's stops."""
+    try:
+        from .tasks import eta_route_refresh_task
+
+        eta_route_refresh_task.apply_async((route_id,), retry=False)
+    except Exception:  # noqa: BLE001 - the sweep re-times silent routes
+        logger.warning("could not queue the ETA refresh of route %s", route_id, exc_info=True)
+
+
+def _relay_and_close() -> None:
+    from .relay import outbox_relay_run
+
+    close_old_connections()
+    try:
+        outbox_relay_run()
+    finally:
+        close_old_connections()
+
+
+def _sweep_and_close() -> None:
+    from .eta import eta_sweep_run
+    from .webhooks import webhook_deliveries_retry_due
+
+    close_old_connections()
+    try:
+        eta_sweep_run()
+        webhook_deliveries_retry_due()
+    finally:
+        close_old_connections()
+
+
+async def _background_loop() -> None:
+    since_sweep = EMBEDDED_SWEEP_INTERVAL_SECONDS
+    while True:
+        try:
+            await sync_to_async(_relay_and_close, thread_sensitive=True)()
+            if since_sweep >= EMBEDDED_SWEEP_INTERVAL_SECONDS:
+                since_sweep = 0.0
+                await sync_to_async(_sweep_and_close, thread_sensitive=True)()
+        except Exception:  # noqa: BLE001 - keep looping; the next round retries
+            logger.exception("embedded relay loop round failed")
+        await asyncio.sleep(EMBEDDED_RELAY_INTERVAL_SECONDS)
+        since_sweep += EMBEDDED_RELAY_INTERVAL_SECONDS
+
+
+def background_loop_ensure_started() -> None:
+    """Called from a consumer (so inside the ASGI server's event loop)."""
+    global _background_task
+    if not relay_runs_inline():
+        return
+    if _background_task is not None and not _background_task.done():
+        return
+    _background_task = asyncio.get_running_loop().create_task(_background_loop())
