@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "routing",
     "dispatch",
     "tracking",
+    "demo",
 ]
 
 MIDDLEWARE = [
