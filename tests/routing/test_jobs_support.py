@@ -41,7 +41,9 @@ def at(day: date, hour: int, minute: int = 0) -> datetime:
     return timezone.make_aware(datetime.combine(day, time(hour, minute)))
 
 
-def near(center: tuple[float, float], rng: random.Random, radius_deg: float) -> tuple[float, float]:
+def near(
+    center: tuple[float, float], rng: random.Random, radius_deg: float
+) -> tuple[float, float]:
     return (
         round(center[0] + rng.uniform(-radius_deg, radius_deg), 6),
         round(center[1] + rng.uniform(-radius_deg, radius_deg), 6),
@@ -112,7 +114,9 @@ def first_mile_day(hubs, *, count: int = 6, vehicles: int = 2, seed: int = 11) -
     return Day(hub=dc, day=day, vehicles=fleet, shipments=shipments)
 
 
-def return_make(*, customer: tuple[float, float], shipper: tuple[float, float], day: date) -> Shipment:
+def return_make(
+    *, customer: tuple[float, float], shipper: tuple[float, float], day: date
+) -> Shipment:
     """A return collected from ``customer`` on ``day`` and sent back to ``shipper``."""
     return factories.shipment_make(
         origin=customer,
