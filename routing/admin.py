@@ -5,21 +5,75 @@ from .models import OptimizationJob, Route, RouteStop
 
 @admin.register(OptimizationJob)
 class OptimizationJobAdmin(admin.ModelAdmin):
-    list_display = ["id", "service_date", "hub", "mile", "status", "progress", "best_cost", "created_at"]
+    """Read-only: jobs change only through routing.services (claim, run, cancel)."""
+
+    list_display = [
+        "id",
+        "service_date",
+        "hub",
+        "mile",
+        "status",
+        "progress",
+        "best_cost",
+        "attempts",
+        "engine",
+        "created_by",
+        "created_at",
+    ]
     list_filter = ["status", "mile", "hub"]
     date_hierarchy = "service_date"
+    list_select_related = ["hub", "created_by"]
+    raw_id_fields = ["vehicles", "legs"]
+    readonly_fields = [
+        "status",
+        "progress",
+        "best_cost",
+        "statistics",
+        "error",
+        "attempts",
+        "engine",
+        "run_token",
+        "heartbeat_at",
+        "started_at",
+        "finished_at",
+        "cancel_requested",
+        "created_by",
+    ]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
 
 class RouteStopInline(admin.TabularInline):
     model = RouteStop
     extra = 0
-    fields = ["sequence", "kind", "status", "window_start", "window_end", "planned_arrival", "eta"]
+    fields = [
+        "sequence",
+        "kind",
+        "status",
+        "window_start",
+        "window_end",
+        "planned_arrival",
+        "eta",
+    ]
     readonly_fields = fields
 
 
 @admin.register(Route)
 class RouteAdmin(admin.ModelAdmin):
-    list_display = ["id", "service_date", "hub", "mile", "vehicle", "driver", "status", "distance_meters"]
+    list_display = [
+        "id",
+        "service_date",
+        "hub",
+        "mile",
+        "vehicle",
+        "driver",
+        "status",
+        "distance_meters",
+        "job",
+    ]
     list_filter = ["status", "mile", "hub", "service_date"]
+    list_select_related = ["hub", "vehicle", "driver__user"]
     search_fields = ["vehicle__code", "driver__user__username"]
+    raw_id_fields = ["job"]
     inlines = [RouteStopInline]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 
 from shipments.states import Mile
 
@@ -26,23 +27,65 @@ class OptimizationJob(models.Model):
         default=10, validators=[MinValueValidator(1), MaxValueValidator(600)]
     )
     objective_weights = models.JSONField(default=dict, blank=True)
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    status = models.CharField(
+        max_length=12, choices=Status.choices, default=Status.QUEUED
+    )
     progress = models.FloatField(default=0)  # 0..1
     best_cost = models.FloatField(null=True, blank=True)
     statistics = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
     keep_best_on_cancel = models.BooleanField(default=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(
+        default=0
+    )  # deliveries that claimed the job
+    seed = models.PositiveIntegerField(default=0)
+    engine = models.CharField(
+        max_length=40, blank=True
+    )  # which engine found the saved plan
+    # The running attempt: its token guards every write of that attempt (a stale
+    # attempt that lost the job can no longer touch it), and its heartbeat tells
+    # a re-delivered task whether the previous attempt is still alive.
+    run_token = models.UUIDField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["-created_at"]
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(progress__gte=0, progress__lte=1),
+                name="optimization_progress_fraction",
+            ),
+            models.CheckConstraint(
+                condition=Q(time_limit_seconds__gte=1),
+                name="optimization_time_limit_positive",
+            ),
+        ]
+        indexes = [
+            # Serves services.optimization_job_recover_stale (unfinished jobs only).
+            models.Index(
+                fields=["status", "heartbeat_at"],
+                condition=Q(status__in=["queued", "running"]),
+                name="optimization_unfinished_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"optimization {self.pk} {self.service_date} {self.mile} {self.status}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_JOB_STATUSES
 
 
 class Route(models.Model):
@@ -54,25 +97,46 @@ class Route(models.Model):
         CANCELLED = "cancelled", "Cancelled"
 
     job = models.ForeignKey(
-        OptimizationJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="routes"
+        OptimizationJob,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="routes",
     )
     service_date = models.DateField(db_index=True)
-    hub = models.ForeignKey("shipments.Hub", on_delete=models.PROTECT, related_name="routes")
+    hub = models.ForeignKey(
+        "shipments.Hub", on_delete=models.PROTECT, related_name="routes"
+    )
     mile = models.CharField(max_length=10, choices=Mile.choices)
     vehicle = models.ForeignKey(
-        "dispatch.Vehicle", null=True, blank=True, on_delete=models.PROTECT, related_name="routes"
+        "dispatch.Vehicle",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="routes",
     )
     driver = models.ForeignKey(
-        "dispatch.Driver", null=True, blank=True, on_delete=models.PROTECT, related_name="routes"
+        "dispatch.Driver",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="routes",
     )
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.DRAFT)
+    status = models.CharField(
+        max_length=12, choices=Status.choices, default=Status.DRAFT
+    )
     planned_start = models.DateTimeField(null=True, blank=True)
     planned_end = models.DateTimeField(null=True, blank=True)
     distance_meters = models.PositiveIntegerField(default=0)
     duration_seconds = models.PositiveIntegerField(default=0)
     cost = models.FloatField(default=0)
+    # [[lat, lng], ...]: hub, stops in order, hub; straight lines between them
+    # unless a road geometry replaces it.
+    geometry = models.JSONField(default=list, blank=True)
     published_at = models.DateTimeField(null=True, blank=True)
-    version = models.PositiveIntegerField(default=1)  # bumped on every change; feeds ETags
+    version = models.PositiveIntegerField(
+        default=1
+    )  # bumped on every change; feeds ETags
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -99,11 +163,19 @@ class RouteStop(models.Model):
     route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="stops")
     sequence = models.PositiveSmallIntegerField()
     kind = models.CharField(max_length=10, choices=Kind.choices)
-    location = models.ForeignKey("shipments.Location", on_delete=models.PROTECT, related_name="+")
-    hub = models.ForeignKey(
-        "shipments.Hub", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    location = models.ForeignKey(
+        "shipments.Location", on_delete=models.PROTECT, related_name="+"
     )
-    legs = models.ManyToManyField("shipments.Leg", blank=True, related_name="route_stops")
+    hub = models.ForeignKey(
+        "shipments.Hub",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    legs = models.ManyToManyField(
+        "shipments.Leg", blank=True, related_name="route_stops"
+    )
     window_start = models.DateTimeField(null=True, blank=True)
     window_end = models.DateTimeField(null=True, blank=True)
     service_seconds = models.PositiveIntegerField(default=120)
@@ -112,12 +184,27 @@ class RouteStop(models.Model):
     eta = models.DateTimeField(null=True, blank=True)
     actual_arrival = models.DateTimeField(null=True, blank=True)
     actual_departure = models.DateTimeField(null=True, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    requires = models.JSONField(default=list, blank=True)  # photo, signature, recipient_name
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.PENDING
+    )
+    requires = models.JSONField(
+        default=list, blank=True
+    )  # photo, signature, recipient_name
     notes = models.TextField(blank=True)
 
     class Meta:
         ordering = ["route_id", "sequence"]
         constraints = [
-            models.UniqueConstraint(fields=["route", "sequence"], name="route_stop_sequence_unique"),
+            models.UniqueConstraint(
+                fields=["route", "sequence"], name="route_stop_sequence_unique"
+            ),
         ]
+
+
+FINISHED_JOB_STATUSES = frozenset(
+    {
+        OptimizationJob.Status.SUCCEEDED,
+        OptimizationJob.Status.FAILED,
+        OptimizationJob.Status.CANCELLED,
+    }
+)

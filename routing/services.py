@@ -1,0 +1,1076 @@
+"""Optimization jobs: create, run, cancel, and save the result as draft routes.
+
+    optimization_job_create ── on commit ──▶ tasks.optimization_job_run_task(job_id)
+                                                     │ (acks_late: a lost worker's job
+                                                     │  is delivered again)
+    optimization_job_run(job_id) ◀───────────────────┘ also called directly (seed_demo)
+      1. claim   lock the row: queued, or running with a dead heartbeat → running,
+                 attempts + 1, a new run token; finished → nothing to do (a
+                 re-delivered job whose result is saved is a no-op); attempts
+                 used up → failed (a job that kills its worker stops coming back)
+      2. build   problem_builder: open legs, vehicles, matrix → Problem
+      3. solve   the solver portfolio; a watch thread beats the heartbeat and
+                 turns a cancel request into should_stop(); progress goes to the
+                 job row and the channel group optimization.<id> (≤ 4 per second)
+      4. check   the independent checker: any violation fails the job, nothing saved
+      5. save    one transaction: draft Route/RouteStop rows, older drafts holding
+                 the same legs superseded, the job finished, one outbox message
+
+Every write of an attempt carries its run token: an attempt that lost the job
+(its heartbeat went stale and a re-delivery took over) can no longer touch it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time as monotonic
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import Count, Prefetch, QuerySet
+from django.utils import timezone
+
+from dispatch.models import Vehicle
+from shipments.errors import DomainError
+from shipments.models import Hub, Leg, Shipment
+from shipments.outbox import optimization_group, outbox_enqueue
+from shipments.states import InvalidTransition, Mile
+
+from . import problem_builder
+from .models import OptimizationJob, Route, RouteStop
+from .problem_builder import BuiltProblem
+from .solver.checker import check_solution
+from .solver.portfolio import solve
+from .solver.progress import Progress
+from .solver.solution import Solution
+from .tasks import optimization_job_run_task
+
+logger = logging.getLogger(__name__)
+
+S = OptimizationJob.Status
+
+# The lifecycle of a job. RUNNING → RUNNING is a new attempt taking over from a
+# dead one (its heartbeat stopped).
+JOB_TRANSITIONS: dict[str, frozenset[str]] = {
+    S.QUEUED: frozenset({S.RUNNING, S.CANCELLED, S.FAILED}),
+    S.RUNNING: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
+    S.SUCCEEDED: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+
+# A job whose worker died this many times is given up (a poison job: it kills
+# whatever runs it, e.g. out of memory), instead of coming back forever.
+MAX_ATTEMPTS = 3
+# The watch thread beats this often; a running job whose heartbeat is older than
+# the lease is presumed dead and may be taken over.
+HEARTBEAT_SECONDS = 1.0
+LEASE_SECONDS = 15
+# Progress reaches the job row and the channel group at most this often.
+PROGRESS_MIN_INTERVAL_SECONDS = 0.25
+# The recovery sweep re-sends jobs stuck this long (see optimization_job_recover_stale).
+RECOVER_RUNNING_AFTER_SECONDS = 2 * LEASE_SECONDS
+RECOVER_QUEUED_AFTER_SECONDS = 300
+# The task's soft limit covers the search plus building, checking and saving;
+# the hard limit is a backstop above it.
+TASK_SOFT_MARGIN_SECONDS = 60
+TASK_HARD_MARGIN_SECONDS = 30
+
+MAX_VEHICLES_PER_JOB = 500
+MAX_LEGS_PER_JOB = 10_000
+SERVICE_DATE_MAX_DAYS_AGO = 1
+SERVICE_DATE_MAX_DAYS_AHEAD = 90
+OBJECTIVE_WEIGHT_KEYS = frozenset(problem_builder.DEFAULT_OBJECTIVE_WEIGHTS)
+OBJECTIVE_WEIGHT_MAX = 1000.0
+
+PROGRESS_MESSAGE_TYPE = (
+    "optimization.progress"  # consumers' handler: optimization_progress
+)
+STATUS_OUTBOX_TYPE = "optimization.status"
+
+
+class OptimizationInputError(DomainError):
+    code = "invalid_optimization"
+
+
+class OptimizationJobBusy(Exception):
+    """Another attempt is running the job and is alive; try again later."""
+
+    def __init__(self, *, job_id: int, retry_after_seconds: int):
+        super().__init__(f"optimization job {job_id} is running elsewhere")
+        self.job_id = job_id
+        self.retry_after_seconds = retry_after_seconds
+
+
+# ---------------------------------------------------------------------------
+# Read
+# ---------------------------------------------------------------------------
+
+
+def optimization_job_list() -> QuerySet[OptimizationJob]:
+    """Jobs with what their API shape shows, in three queries per page (jobs with
+    hub and author, then their vehicles)."""
+    return (
+        OptimizationJob.objects.select_related("hub", "created_by")
+        .prefetch_related(Prefetch("vehicles", queryset=Vehicle.objects.only("pk")))
+        .annotate(selected_leg_count=Count("legs", distinct=True))
+        .order_by("-created_at", "-id")
+    )
+
+
+# ---------------------------------------------------------------------------
+# Create
+# ---------------------------------------------------------------------------
+
+
+def _ids(values: Iterable[Any] | None) -> list[int]:
+    return list(dict.fromkeys(getattr(value, "pk", value) for value in values or []))
+
+
+def _resolve_hub(hub: Hub | int) -> Hub:
+    found = (
+        Hub.objects.select_related("location")
+        .filter(pk=getattr(hub, "pk", hub))
+        .first()
+    )
+    if found is None:
+        raise OptimizationInputError("Unknown hub.", field="hub")
+    if not found.is_active:
+        raise OptimizationInputError(f"Hub {found.code} is not active.", field="hub")
+    return found
+
+
+def _check_mile(mile: str) -> None:
+    if mile == Mile.MIDDLE:
+        raise OptimizationInputError(
+            "The middle mile is planned as line-haul trips, not by optimization jobs.",
+            field="mile",
+        )
+    if mile not in problem_builder.PLANNABLE_MILES:
+        raise OptimizationInputError(f"Unknown mile {mile!r}.", field="mile")
+
+
+def _check_service_date(service_date: date, hub: Hub) -> None:
+    today = timezone.localdate()
+    if not (
+        today - timedelta(days=SERVICE_DATE_MAX_DAYS_AGO)
+        <= service_date
+        <= today + timedelta(days=SERVICE_DATE_MAX_DAYS_AHEAD)
+    ):
+        raise OptimizationInputError(
+            f"The service date must lie between {SERVICE_DATE_MAX_DAYS_AGO} day before "
+            f"and {SERVICE_DATE_MAX_DAYS_AHEAD} days after today.",
+            field="service_date",
+        )
+    if problem_builder.hub_opening_seconds(hub, service_date) is None:
+        raise OptimizationInputError(
+            f"Hub {hub.code} is closed on {service_date:%A %Y-%m-%d}.",
+            field="service_date",
+        )
+
+
+def _check_time_limit(time_limit_seconds: Any) -> int:
+    ceiling = settings.ROUTING_MAX_TIME_LIMIT_SECONDS
+    if (
+        isinstance(time_limit_seconds, bool)
+        or not isinstance(time_limit_seconds, int)
+        or not 1 <= time_limit_seconds <= ceiling
+    ):
+        raise OptimizationInputError(
+            f"The time limit must be a whole number of seconds from 1 to {ceiling}.",
+            field="time_limit_seconds",
+        )
+    return time_limit_seconds
+
+
+def _check_weights(objective_weights: Any) -> dict[str, float]:
+    if objective_weights is None:
+        return {}
+    if not isinstance(objective_weights, dict):
+        raise OptimizationInputError(
+            "Objective weights are an object of numbers.", field="objective_weights"
+        )
+    unknown = sorted(set(objective_weights) - OBJECTIVE_WEIGHT_KEYS)
+    if unknown:
+        raise OptimizationInputError(
+            f"Unknown objective weights: {', '.join(map(str, unknown))}; known: "
+            f"{', '.join(sorted(OBJECTIVE_WEIGHT_KEYS))}.",
+            field="objective_weights",
+        )
+    weights = {}
+    for name, value in objective_weights.items():
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or not 0 <= value <= OBJECTIVE_WEIGHT_MAX
+        ):
+            raise OptimizationInputError(
+                f"Weight {name} must be a number from 0 to {OBJECTIVE_WEIGHT_MAX:g}.",
+                field="objective_weights",
+            )
+        weights[name] = float(value)
+    return weights
+
+
+def _resolve_vehicles(vehicles: Iterable[Any], hub: Hub) -> list[Vehicle]:
+    ids = _ids(vehicles)
+    if not ids:
+        raise OptimizationInputError(
+            "At least one vehicle is required.", field="vehicles"
+        )
+    if len(ids) > MAX_VEHICLES_PER_JOB:
+        raise OptimizationInputError(
+            f"At most {MAX_VEHICLES_PER_JOB} vehicles per job.", field="vehicles"
+        )
+    found = Vehicle.objects.in_bulk(ids)
+    missing = [pk for pk in ids if pk not in found]
+    if missing:
+        raise OptimizationInputError(
+            f"Unknown vehicles: {missing[:20]}.", field="vehicles"
+        )
+    inactive = [v.code for v in found.values() if not v.is_active]
+    if inactive:
+        raise OptimizationInputError(
+            f"Vehicles not in service: {', '.join(sorted(inactive))}.", field="vehicles"
+        )
+    elsewhere = [v.code for v in found.values() if v.home_hub_id != hub.pk]
+    if elsewhere:
+        raise OptimizationInputError(
+            f"Vehicles based at another hub than {hub.code}: "
+            f"{', '.join(sorted(elsewhere))}.",
+            field="vehicles",
+        )
+    return [found[pk] for pk in ids]
+
+
+def _resolve_legs(
+    *,
+    legs: Iterable[Any] | None,
+    shipments: Iterable[Any] | None,
+    hub: Hub,
+    mile: str,
+    service_date: date,
+) -> list[Leg]:
+    """The explicit selection (legs, or the in-scope legs of some shipments), or
+    every open leg of the day's scope when nothing is selected."""
+    leg_ids, shipment_ids = _ids(legs), _ids(shipments)
+    if len(leg_ids) > MAX_LEGS_PER_JOB or len(shipment_ids) > MAX_LEGS_PER_JOB:
+        raise OptimizationInputError(
+            f"At most {MAX_LEGS_PER_JOB} legs per job.", field="legs"
+        )
+    selectable = problem_builder.leg_list_selectable(hub=hub, mile=mile)
+    selected: dict[int, Leg] = {}
+    if leg_ids:
+        known = set(Leg.objects.filter(pk__in=leg_ids).values_list("pk", flat=True))
+        missing = [pk for pk in leg_ids if pk not in known]
+        if missing:
+            raise OptimizationInputError(f"Unknown legs: {missing[:20]}.", field="legs")
+        selected.update(selectable.filter(pk__in=leg_ids).in_bulk())
+        outside = [pk for pk in leg_ids if pk not in selected]
+        if outside:
+            raise OptimizationInputError(
+                f"Legs that are not open {mile}-mile legs of hub {hub.code}: "
+                f"{outside[:20]}.",
+                field="legs",
+            )
+    if shipment_ids:
+        known = set(
+            Shipment.objects.filter(pk__in=shipment_ids).values_list("pk", flat=True)
+        )
+        missing = [pk for pk in shipment_ids if pk not in known]
+        if missing:
+            raise OptimizationInputError(
+                f"Unknown shipments: {missing[:20]}.", field="shipments"
+            )
+        found = list(selectable.filter(shipment_id__in=shipment_ids))
+        without = sorted(set(shipment_ids) - {leg.shipment_id for leg in found})
+        if without:
+            raise OptimizationInputError(
+                f"Shipments without an open {mile}-mile leg at hub {hub.code}: "
+                f"{without[:20]}.",
+                field="shipments",
+            )
+        selected.update({leg.pk: leg for leg in found})
+    if leg_ids or shipment_ids:
+        return list(selected.values())
+    in_scope = list(
+        problem_builder.leg_list_in_scope(
+            service_date=service_date, hub=hub, mile=mile
+        )[: MAX_LEGS_PER_JOB + 1]
+    )
+    if not in_scope:
+        raise OptimizationInputError(
+            f"Nothing to plan: no open {mile}-mile legs at hub {hub.code} "
+            f"on {service_date}.",
+            field="legs",
+        )
+    if len(in_scope) > MAX_LEGS_PER_JOB:
+        raise OptimizationInputError(
+            f"More than {MAX_LEGS_PER_JOB} legs in scope: select legs or shipments.",
+            field="legs",
+        )
+    return in_scope
+
+
+def optimization_job_task_limits(job: OptimizationJob) -> dict[str, int]:
+    """Celery time limits for ``job``: soft above the search, hard above that."""
+    soft = 2 * job.time_limit_seconds + TASK_SOFT_MARGIN_SECONDS
+    return {"soft_time_limit": soft, "time_limit": soft + TASK_HARD_MARGIN_SECONDS}
+
+
+@transaction.atomic
+def optimization_job_create(
+    *,
+    service_date: date,
+    hub: Hub | int,
+    mile: str,
+    vehicles: Iterable[Vehicle | int],
+    legs: Iterable[Leg | int] | None = None,
+    shipments: Iterable[Shipment | int] | None = None,
+    time_limit_seconds: int = 10,
+    objective_weights: dict[str, float] | None = None,
+    keep_best_on_cancel: bool = True,
+    created_by=None,
+) -> OptimizationJob:
+    """Validate a plan request and queue it.
+
+    Without ``legs`` or ``shipments`` the job plans every open leg of the
+    day's scope (see problem_builder). Raises OptimizationInputError (400) with
+    the offending field. Queues ``optimization_job_run_task`` after commit and
+    writes an ``optimization.status`` outbox message.
+    """
+    hub = _resolve_hub(hub)
+    _check_mile(mile)
+    if not isinstance(service_date, date) or isinstance(service_date, datetime):
+        raise OptimizationInputError("A date is required.", field="service_date")
+    _check_service_date(service_date, hub)
+    time_limit_seconds = _check_time_limit(time_limit_seconds)
+    weights = _check_weights(objective_weights)
+    vehicle_rows = _resolve_vehicles(vehicles, hub)
+    explicit = bool(_ids(legs) or _ids(shipments))
+    leg_rows = _resolve_legs(
+        legs=legs, shipments=shipments, hub=hub, mile=mile, service_date=service_date
+    )
+
+    job = OptimizationJob.objects.create(
+        service_date=service_date,
+        hub=hub,
+        mile=mile,
+        time_limit_seconds=time_limit_seconds,
+        objective_weights=weights,
+        keep_best_on_cancel=keep_best_on_cancel,
+        created_by=created_by
+        if getattr(created_by, "is_authenticated", False)
+        else None,
+    )
+    job.seed = job.pk  # reproducible: the same job searches the same way on a re-run
+    job.save(update_fields=["seed"])
+    job.vehicles.set(vehicle_rows)
+    if explicit:  # otherwise the scope is re-read when the job runs
+        job.legs.set(leg_rows)
+    _status_message(job)
+    optimization_job_run_task.apply_async_on_commit(
+        args=[job.pk], **optimization_job_task_limits(job)
+    )
+    return job
+
+
+# ---------------------------------------------------------------------------
+# Lifecycle helpers
+# ---------------------------------------------------------------------------
+
+
+def _move(job: OptimizationJob, target: str) -> None:
+    if target not in JOB_TRANSITIONS[job.status]:
+        raise InvalidTransition(
+            entity="optimization job",
+            current=job.status,
+            target=target,
+            allowed=JOB_TRANSITIONS[job.status],
+        )
+    job.status = target
+
+
+def job_status_payload(job: OptimizationJob) -> dict[str, Any]:
+    statistics = job.statistics or {}
+    return {
+        "job_id": job.pk,
+        "status": job.status,
+        "progress": job.progress,
+        "best_cost": job.best_cost,
+        "attempts": job.attempts,
+        "route_ids": statistics.get("route_ids", []),
+        "unassigned_count": statistics.get("unassigned_count", 0),
+        "error": job.error,
+    }
+
+
+def _status_message(job: OptimizationJob) -> None:
+    """The durable status message (the relay publishes it after commit)."""
+    outbox_enqueue(
+        type=STATUS_OUTBOX_TYPE,
+        groups=[optimization_group(job.pk)],
+        payload=job_status_payload(job),
+    )
+
+
+def _finish(
+    job: OptimizationJob,
+    status: str,
+    *,
+    error: str = "",
+    statistics: dict | None = None,
+) -> OptimizationJob:
+    """Close a locked job: status, times, the outbox message. Inside the transaction."""
+    _move(job, status)
+    job.error = error[:4000]
+    job.finished_at = timezone.now()
+    job.heartbeat_at = None
+    if statistics is not None:
+        job.statistics = statistics
+    if status == S.SUCCEEDED:
+        job.progress = 1.0
+    job.save(
+        update_fields=[
+            "status",
+            "error",
+            "finished_at",
+            "heartbeat_at",
+            "statistics",
+            "progress",
+            "best_cost",
+            "engine",
+        ]
+    )
+    _status_message(job)
+    return job
+
+
+def _lock(job_id: int) -> OptimizationJob:
+    return OptimizationJob.objects.select_for_update().get(pk=job_id)
+
+
+@dataclass(frozen=True)
+class Claim:
+    job: OptimizationJob
+    run_token: uuid.UUID | None  # None: nothing to run (finished, cancelled, given up)
+
+
+def optimization_job_claim(*, job_id: int, now: datetime | None = None) -> Claim:
+    """Take the job for this attempt, or say why not.
+
+    Raises OptimizationJobBusy when a live attempt holds it, and
+    OptimizationJob.DoesNotExist when there is no such job.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        job = _lock(job_id)
+        if job.is_finished:
+            return Claim(job, None)
+        if job.status == S.RUNNING and job.heartbeat_at is not None:
+            age_seconds = (now - job.heartbeat_at).total_seconds()
+            if age_seconds < LEASE_SECONDS:
+                raise OptimizationJobBusy(
+                    job_id=job.pk,
+                    retry_after_seconds=math.ceil(LEASE_SECONDS - age_seconds) + 1,
+                )
+        if job.cancel_requested:
+            # Queued, or its attempt died: there is no search whose best could be kept.
+            return Claim(
+                _finish(job, S.CANCELLED, error="Cancelled before a plan was found."),
+                None,
+            )
+        if job.attempts >= MAX_ATTEMPTS:
+            return Claim(
+                _finish(
+                    job,
+                    S.FAILED,
+                    error=f"Gave up after {job.attempts} attempts that did not finish "
+                    "(the worker died or was stopped each time).",
+                ),
+                None,
+            )
+        _move(job, S.RUNNING)
+        job.attempts += 1
+        job.run_token = uuid.uuid4()
+        job.heartbeat_at = now
+        job.started_at = job.started_at or now
+        job.progress = 0
+        job.error = ""
+        job.save(
+            update_fields=[
+                "status",
+                "attempts",
+                "run_token",
+                "heartbeat_at",
+                "started_at",
+                "progress",
+                "error",
+            ]
+        )
+        _status_message(job)
+        return Claim(job, job.run_token)
+
+
+def _fail(job_id: int, run_token: uuid.UUID, error: str) -> OptimizationJob:
+    with transaction.atomic():
+        job = _lock(job_id)
+        if job.run_token != run_token or job.is_finished:
+            return job
+        return _finish(job, S.FAILED, error=error)
+
+
+# ---------------------------------------------------------------------------
+# Progress and cancellation while the solver runs
+# ---------------------------------------------------------------------------
+
+
+def _group_send(job_id: int, message: dict[str, Any]) -> None:
+    """Best effort: live messages are hints, the job row is the truth."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(optimization_group(job_id), message)
+    except Exception:  # noqa: BLE001 - a dead channel layer must not stop a solve
+        logger.warning("optimization %s: progress not published", job_id, exc_info=True)
+
+
+class _ProgressReporter:
+    """The solver's on_progress: job row and channel group, at most 4 times a second."""
+
+    def __init__(self, *, job_id: int, run_token: uuid.UUID):
+        self.job_id = job_id
+        self.run_token = run_token
+        self.started = monotonic.monotonic()
+        self._last = -math.inf
+        self._lock = threading.Lock()
+        self.reports = 0
+
+    def __call__(self, progress: Progress) -> None:
+        now = monotonic.monotonic()
+        with self._lock:
+            if now - self._last < PROGRESS_MIN_INTERVAL_SECONDS:
+                return
+            self._last = now
+        fraction = round(min(0.99, max(0.0, progress.elapsed_fraction)), 4)
+        best_cost = round(progress.best_cost / 1000, 2)  # solver milli-units → currency
+        try:
+            OptimizationJob.objects.filter(
+                pk=self.job_id, run_token=self.run_token
+            ).update(
+                progress=fraction, best_cost=best_cost, heartbeat_at=timezone.now()
+            )
+        except (OperationalError, InterfaceError):
+            logger.warning(
+                "optimization %s: progress not saved", self.job_id, exc_info=True
+            )
+        self.reports += 1
+        _group_send(
+            self.job_id,
+            {
+                "type": PROGRESS_MESSAGE_TYPE,
+                "job_id": self.job_id,
+                "status": S.RUNNING,
+                "progress": fraction,
+                "best_cost": best_cost,
+                "engine": progress.engine,
+                "elapsed_seconds": round(now - self.started, 2),
+            },
+        )
+
+
+class _JobWatch(threading.Thread):
+    """Beats the heartbeat and watches for a cancel request while the solver runs.
+
+    Runs in its own thread (and database connection) because the search holds
+    the calling thread inside OR-Tools or PyVRP.
+    """
+
+    def __init__(self, *, job_id: int, run_token: uuid.UUID):
+        super().__init__(name=f"optimization-{job_id}-watch", daemon=True)
+        self.job_id = job_id
+        self.run_token = run_token
+        self.stop_search = threading.Event()
+        self.cancel_seen = False
+        self.lost = False  # another attempt holds the job now
+        self._done = threading.Event()
+
+    def should_stop(self) -> bool:
+        return self.stop_search.is_set()
+
+    def run(self) -> None:
+        try:
+            while not self._done.wait(HEARTBEAT_SECONDS):
+                self._beat()
+        finally:
+            connection.close()
+
+    def _beat(self) -> None:
+        try:
+            row = (
+                OptimizationJob.objects.filter(pk=self.job_id)
+                .values("run_token", "status", "cancel_requested")
+                .first()
+            )
+            # No row: not visible from this connection (a test's open
+            # transaction); there is nothing to learn, keep searching.
+            if row is None:
+                return
+            if row["run_token"] != self.run_token or row["status"] != S.RUNNING:
+                self.lost = True
+                self.stop_search.set()
+                return
+            if row["cancel_requested"]:
+                self.cancel_seen = True
+                self.stop_search.set()
+            OptimizationJob.objects.filter(
+                pk=self.job_id, run_token=self.run_token
+            ).update(heartbeat_at=timezone.now())
+        except (OperationalError, InterfaceError):
+            logger.warning(
+                "optimization %s: heartbeat failed", self.job_id, exc_info=True
+            )
+            connection.close()
+
+    def finish(self) -> None:
+        self._done.set()
+        self.join(timeout=10)
+
+
+# ---------------------------------------------------------------------------
+# Run
+# ---------------------------------------------------------------------------
+
+
+def _legs_to_plan(job: OptimizationJob) -> list[Leg]:
+    chosen = list(job.legs.values_list("pk", flat=True))
+    selectable = problem_builder.leg_list_selectable(hub=job.hub, mile=job.mile)
+    if chosen:
+        return list(selectable.filter(pk__in=chosen))
+    return list(
+        problem_builder.leg_list_in_scope(
+            service_date=job.service_date, hub=job.hub, mile=job.mile
+        )[:MAX_LEGS_PER_JOB]
+    )
+
+
+def optimization_job_build(job: OptimizationJob) -> BuiltProblem:
+    """The job's problem, from what the database holds now."""
+    legs = _legs_to_plan(job)
+    built = problem_builder.problem_build(
+        service_date=job.service_date,
+        hub=Hub.objects.select_related("location").get(pk=job.hub_id),
+        mile=job.mile,
+        vehicles=list(job.vehicles.filter(is_active=True)),
+        legs=legs,
+        objective_weights=job.objective_weights,
+    )
+    chosen = set(job.legs.values_list("pk", flat=True))
+    gone = chosen - {leg.pk for leg in legs}
+    if gone:
+        gone_rows = Leg.objects.filter(pk__in=gone).values_list("pk", "shipment_id")
+        built.excluded.extend(
+            {
+                "leg_id": pk,
+                "shipment_id": shipment_id,
+                "reason": problem_builder.REASON_NO_LONGER_OPEN,
+            }
+            for pk, shipment_id in gone_rows
+        )
+    return built
+
+
+def optimization_job_solve(
+    built: BuiltProblem,
+    *,
+    time_limit_seconds: float,
+    seed: int,
+    on_progress=None,
+    should_stop=None,
+) -> Solution:
+    """Solve a built problem. The seam where decomposition plugs in."""
+    return solve(
+        built.problem,
+        time_limit_seconds=time_limit_seconds,
+        seed=seed,
+        on_progress=on_progress,
+        should_stop=should_stop,
+    )
+
+
+def optimization_job_run(*, job_id: int) -> OptimizationJob:
+    """Run the job to the end in this process: claim, build, solve, check, save.
+
+    Returns the job as it stands after (succeeded, failed, cancelled, or as it
+    was when there was nothing to do). Raises OptimizationJobBusy while another
+    live attempt holds the job, and database errors (the caller retries).
+    """
+    claim = optimization_job_claim(job_id=job_id)
+    if claim.run_token is None:
+        return claim.job
+    job, run_token = claim.job, claim.run_token
+    watch: _JobWatch | None = None
+    try:
+        try:
+            built = optimization_job_build(job)
+        except ValueError as exc:  # the hub closed that day since the job was made
+            return _fail(job_id, run_token, str(exc))
+        watch = _JobWatch(job_id=job_id, run_token=run_token)
+        watch.start()
+        started = monotonic.monotonic()
+        solution = optimization_job_solve(
+            built,
+            time_limit_seconds=job.time_limit_seconds,
+            seed=job.seed,
+            on_progress=_ProgressReporter(job_id=job_id, run_token=run_token),
+            should_stop=watch.should_stop,
+        )
+        wall_seconds = monotonic.monotonic() - started
+        watch.finish()
+        if watch.lost:
+            return OptimizationJob.objects.get(pk=job_id)
+        violations = check_solution(built.problem, solution)
+        if violations:
+            detail = "; ".join(
+                f"{v.kind} {v.subject}: {v.detail}" for v in violations[:5]
+            )
+            logger.error(
+                "optimization %s: checker refused the plan: %s", job_id, detail
+            )
+            return _fail(
+                job_id,
+                run_token,
+                f"The plan failed the independent check ({len(violations)} "
+                f"violations): {detail}",
+            )
+        return optimization_job_result_save(
+            job_id=job_id,
+            run_token=run_token,
+            built=built,
+            solution=solution,
+            wall_seconds=wall_seconds,
+        )
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: the task retries, the claim sees a dead heartbeat
+    except Exception as exc:
+        logger.exception("optimization %s failed", job_id)
+        return _fail(job_id, run_token, f"{type(exc).__name__}: {exc}")
+    finally:
+        if watch is not None and watch.is_alive():
+            watch.finish()
+
+
+# ---------------------------------------------------------------------------
+# Save
+# ---------------------------------------------------------------------------
+
+
+def _drafts_supersede(*, job: OptimizationJob, leg_ids: set[int]) -> list[int]:
+    """Delete other jobs' draft routes holding any of these legs: one plan per leg."""
+    if not leg_ids:
+        return []
+    candidates = set(
+        Route.objects.filter(status=Route.Status.DRAFT, stops__legs__in=leg_ids)
+        .exclude(job=job)
+        .values_list("pk", flat=True)
+    )
+    # Lock, then re-check: a route published meanwhile is no longer a draft and stays.
+    stale = sorted(
+        Route.objects.select_for_update()
+        .filter(pk__in=candidates, status=Route.Status.DRAFT)
+        .values_list("pk", flat=True)
+    )
+    if stale:
+        Route.objects.filter(pk__in=stale).delete()
+    return stale
+
+
+@dataclass
+class _StopDraft:
+    kind: str
+    location_index: int
+    arrival_seconds: int
+    departure_seconds: int
+    service_seconds: int
+    window_start_seconds: int | None
+    window_end_seconds: int | None
+    job_keys: list[str]
+
+
+def _stop_drafts(built: BuiltProblem, route) -> list[_StopDraft]:
+    """One stop per place visited in a row: three parcels for one door are one stop."""
+    jobs = built.problem.job_by_key()
+    drafts: list[_StopDraft] = []
+    for stop in route.stops:
+        job = jobs[stop.job_key]
+        visit = job.pickup if stop.kind == problem_builder.PICKUP else job.delivery
+        window = visit.time_windows[0] if visit.time_windows else None
+        previous = drafts[-1] if drafts else None
+        if (
+            previous is not None
+            and previous.kind == stop.kind
+            and previous.location_index == stop.location_index
+        ):
+            previous.departure_seconds = stop.departure_seconds
+            previous.service_seconds += visit.service_seconds
+            previous.job_keys.append(stop.job_key)
+            if window is not None:  # the stop's window is what every parcel allows
+                previous.window_start_seconds = max(
+                    previous.window_start_seconds or 0, window.start_seconds
+                )
+                previous.window_end_seconds = min(
+                    previous.window_end_seconds
+                    if previous.window_end_seconds is not None
+                    else window.end_seconds,
+                    window.end_seconds,
+                )
+            continue
+        drafts.append(
+            _StopDraft(
+                kind=stop.kind,
+                location_index=stop.location_index,
+                arrival_seconds=stop.arrival_seconds,
+                departure_seconds=stop.departure_seconds,
+                service_seconds=visit.service_seconds,
+                window_start_seconds=window.start_seconds if window else None,
+                window_end_seconds=window.end_seconds if window else None,
+                job_keys=[stop.job_key],
+            )
+        )
+    return drafts
+
+
+def _routes_create(
+    job: OptimizationJob, built: BuiltProblem, solution: Solution
+) -> list[Route]:
+    hub = built.hub
+    hub_point = [hub.location.latitude, hub.location.longitude]
+    routes: list[Route] = []
+    stop_plans: list[list[_StopDraft]] = []
+    for solved in solution.routes:
+        vehicle = built.vehicles[solved.vehicle_key]
+        drafts = _stop_drafts(built, solved)
+        points = [
+            [
+                built.locations[d.location_index].latitude,
+                built.locations[d.location_index].longitude,
+            ]
+            for d in drafts
+        ]
+        routes.append(
+            Route(
+                job=job,
+                service_date=job.service_date,
+                hub=hub,
+                mile=job.mile,
+                vehicle=vehicle,
+                status=Route.Status.DRAFT,
+                planned_start=built.at(solved.start_seconds),
+                planned_end=built.at(solved.end_seconds),
+                distance_meters=solved.distance_meters,
+                duration_seconds=solved.duration_seconds,
+                cost=problem_builder.route_cost_money(
+                    vehicle,
+                    distance_meters=solved.distance_meters,
+                    duration_seconds=solved.duration_seconds,
+                ),
+                geometry=[hub_point, *points, hub_point],
+            )
+        )
+        stop_plans.append(drafts)
+    Route.objects.bulk_create(routes)
+
+    stops: list[RouteStop] = []
+    stop_jobs: list[list[str]] = []
+    for route, solved, drafts in zip(routes, solution.routes, stop_plans, strict=True):
+        sequence = 0
+        stops.append(
+            RouteStop(
+                route=route,
+                sequence=sequence,
+                kind=RouteStop.Kind.HUB,
+                location=hub.location,
+                hub=hub,
+                service_seconds=0,
+                planned_arrival=built.at(solved.start_seconds),
+                planned_departure=built.at(solved.start_seconds),
+            )
+        )
+        stop_jobs.append([])
+        for draft in drafts:
+            sequence += 1
+            stops.append(
+                RouteStop(
+                    route=route,
+                    sequence=sequence,
+                    kind=draft.kind,
+                    location=built.locations[draft.location_index],
+                    window_start=None
+                    if draft.window_start_seconds is None
+                    else built.at(draft.window_start_seconds),
+                    window_end=None
+                    if draft.window_end_seconds is None
+                    else built.at(draft.window_end_seconds),
+                    service_seconds=draft.service_seconds,
+                    planned_arrival=built.at(draft.arrival_seconds),
+                    planned_departure=built.at(draft.departure_seconds),
+                )
+            )
+            stop_jobs.append(draft.job_keys)
+        stops.append(
+            RouteStop(
+                route=route,
+                sequence=sequence + 1,
+                kind=RouteStop.Kind.HUB,
+                location=hub.location,
+                hub=hub,
+                service_seconds=0,
+                planned_arrival=built.at(solved.end_seconds),
+                planned_departure=built.at(solved.end_seconds),
+            )
+        )
+        stop_jobs.append([])
+    RouteStop.objects.bulk_create(stops)
+    through = RouteStop.legs.through
+    through.objects.bulk_create(
+        through(routestop_id=stop.pk, leg_id=built.legs[key].pk)
+        for stop, keys in zip(stops, stop_jobs, strict=True)
+        for key in keys
+    )
+    return routes
+
+
+def _unassigned(built: BuiltProblem, solution: Solution) -> list[dict[str, Any]]:
+    out = list(built.excluded)
+    for item in solution.unassigned:
+        leg = built.legs[item.job_key]
+        out.append(
+            {"leg_id": leg.pk, "shipment_id": leg.shipment_id, "reason": item.reason}
+        )
+    return out
+
+
+def optimization_job_result_save(
+    *,
+    job_id: int,
+    run_token: uuid.UUID,
+    built: BuiltProblem,
+    solution: Solution,
+    wall_seconds: float,
+    extra_statistics: dict[str, Any] | None = None,
+) -> OptimizationJob:
+    """Save a checked plan as draft routes and finish the job, in one transaction.
+
+    A no-op when this attempt no longer holds the job (another attempt took
+    over, or the result is already saved). A cancel request that arrived meanwhile
+    ends the job as cancelled, with the plan kept only if the job asked for it.
+    """
+    with transaction.atomic():
+        job = _lock(job_id)
+        if job.run_token != run_token or job.is_finished:
+            return job
+        if job.cancel_requested and not job.keep_best_on_cancel:
+            return _finish(
+                job, S.CANCELLED, error="Cancelled; the best plan was discarded."
+            )
+        leg_ids = {leg.pk for key, leg in built.legs.items()}
+        superseded = _drafts_supersede(job=job, leg_ids=leg_ids)
+        routes = _routes_create(job, built, solution)
+        unassigned = _unassigned(built, solution)
+        statistics = {
+            "engine": solution.engine,
+            "attempt": job.attempts,
+            "time_limit_seconds": job.time_limit_seconds,
+            "search_seconds": round(solution.search_seconds, 3),
+            "wall_seconds": round(wall_seconds, 3),
+            "matrix": built.matrix_source,
+            "jobs": len(built.problem.jobs),
+            "vehicles": len(built.problem.vehicles),
+            "routes": len(routes),
+            "route_ids": [route.pk for route in routes],
+            "stops": sum(len(r.stops) for r in solution.routes),
+            "distance_meters": solution.distance_meters,
+            "duration_seconds": solution.duration_seconds,
+            "cost": round(sum(route.cost for route in routes), 2),
+            "objective_cost": round(solution.cost, 2),
+            "unassigned_count": len(unassigned),
+            "unassigned": unassigned,
+            "checker_violations": 0,
+            "superseded_route_ids": superseded,
+            "stopped_early": bool(job.cancel_requested),
+            **(extra_statistics or {}),
+        }
+        job.best_cost = statistics["cost"]
+        job.engine = solution.engine
+        status = S.CANCELLED if job.cancel_requested else S.SUCCEEDED
+        error = (
+            "Cancelled; the best plan found so far was kept."
+            if job.cancel_requested
+            else ""
+        )
+        return _finish(job, status, error=error, statistics=statistics)
+
+
+# ---------------------------------------------------------------------------
+# Cancel and recover
+# ---------------------------------------------------------------------------
+
+
+@transaction.atomic
+def optimization_job_cancel(*, job_id: int, keep_best: bool = True) -> OptimizationJob:
+    """Cancel a job: a queued one at once, a running one by asking its search to
+    stop (it ends within about a second, its best plan saved if ``keep_best``).
+
+    Cancelling a cancelled job changes nothing; a succeeded or failed job raises
+    InvalidTransition (409).
+    """
+    job = _lock(job_id)
+    if job.status == S.CANCELLED:
+        return job
+    if job.status in (S.SUCCEEDED, S.FAILED):
+        _move(job, S.CANCELLED)  # raises: a finished job stays as it is
+    job.cancel_requested = True
+    job.keep_best_on_cancel = keep_best
+    job.save(update_fields=["cancel_requested", "keep_best_on_cancel"])
+    if job.status == S.QUEUED:
+        return _finish(job, S.CANCELLED, error="Cancelled before it started.")
+    return job
+
+
+def optimization_job_recover_stale(*, now: datetime | None = None) -> list[int]:
+    """Send again the jobs nobody is running: running with a dead heartbeat (the
+    worker died and its message was acknowledged, e.g. after a hard time limit)
+    or queued for long (the message was lost). The claim decides what happens:
+    re-run, or give up after MAX_ATTEMPTS.
+    """
+    now = now or timezone.now()
+    stale = list(
+        OptimizationJob.objects.filter(
+            status=S.RUNNING,
+            heartbeat_at__lt=now - timedelta(seconds=RECOVER_RUNNING_AFTER_SECONDS),
+        ).values_list("pk", "time_limit_seconds")
+    ) + list(
+        OptimizationJob.objects.filter(
+            status=S.QUEUED,
+            created_at__lt=now - timedelta(seconds=RECOVER_QUEUED_AFTER_SECONDS),
+        ).values_list("pk", "time_limit_seconds")
+    )
+    for job_id, time_limit_seconds in stale:
+        optimization_job_run_task.apply_async(
+            args=[job_id],
+            **optimization_job_task_limits(
+                OptimizationJob(time_limit_seconds=time_limit_seconds)
+            ),
+        )
+    return [job_id for job_id, _ in stale]

@@ -1,0 +1,61 @@
+"""Celery entry points of the routing app; each takes ids and calls one service.
+
+Every task here runs with ``acks_late`` (a worker lost mid-task leaves its message
+to be delivered again), so every task is idempotent and says so with
+``idempotent=True`` (checked by the Celery configuration guard):
+
+* ``optimization_job_run_task``: the claim in ``optimization_job_run`` makes a
+  second delivery a no-op once the result is saved, waits while a live attempt
+  holds the job, takes over from a dead one, and gives up after
+  ``MAX_ATTEMPTS`` (the delivery cap of a poison job).
+* ``optimization_job_recover_task``: only re-sends run tasks, which are idempotent.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+# A database outage is retried this often, each after the lease: long enough for
+# the claim to see the dead attempt's heartbeat as stale.
+DATABASE_RETRIES = 5
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    idempotent=True,
+    max_retries=None,
+)
+def optimization_job_run_task(self, job_id: int) -> str:
+    """Run one optimization job (time limits come with each message, from the job)."""
+    from routing.services import (
+        LEASE_SECONDS,
+        OptimizationJobBusy,
+        optimization_job_run,
+    )
+
+    from .models import OptimizationJob
+
+    try:
+        job = optimization_job_run(job_id=job_id)
+    except OptimizationJob.DoesNotExist:
+        return "missing"
+    except OptimizationJobBusy as busy:
+        # Bounded: the attempt holding the job either finishes or stops beating,
+        # and then this delivery takes over (or the claim gives up).
+        raise self.retry(countdown=busy.retry_after_seconds) from None
+    except (OperationalError, InterfaceError) as exc:
+        if self.request.retries >= DATABASE_RETRIES:
+            raise
+        raise self.retry(exc=exc, countdown=LEASE_SECONDS + 1) from None
+    return job.status
+
+
+@shared_task(acks_late=True, idempotent=True)
+def optimization_job_recover_task() -> list[int]:
+    """Re-send jobs that nobody runs (see optimization_job_recover_stale)."""
+    from routing.services import optimization_job_recover_stale
+
+    return optimization_job_recover_stale()
