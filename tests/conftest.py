@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 from django.conf import settings
+from django.core.signals import got_request_exception
 from rest_framework.test import APIClient
 
 from tests import factories
@@ -17,6 +18,20 @@ def _clean_redis():
     client.flushdb()
     yield
     client.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_request_answers_500():
+    """Fail any test during which a request raised an unhandled exception (a 500)."""
+    crashes = []
+
+    def record(sender, request=None, **kwargs):
+        crashes.append(getattr(request, "path", "?"))
+
+    got_request_exception.connect(record, weak=False)
+    yield
+    got_request_exception.disconnect(record)
+    assert not crashes, f"requests answered 500: {crashes}"
 
 
 @pytest.fixture
