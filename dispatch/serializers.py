@@ -2,33 +2,55 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from shipments.models import Hub
 
 from .models import Driver, Vehicle
 
+POD_ITEMS = ["photo", "signature", "recipient_name"]
 KNOWN_SKILLS = ["refrigerated", "frozen", "tail_lift", "hazmat", "bulky", "high_value"]
 
 
 class VehicleSerializer(serializers.ModelSerializer):
-    home_hub = serializers.SlugRelatedField(slug_field="code", queryset=Hub.objects.all())
+    home_hub = serializers.SlugRelatedField(
+        slug_field="code", queryset=Hub.objects.all()
+    )
     skills = serializers.ListField(
-        child=serializers.ChoiceField(choices=KNOWN_SKILLS), required=False, max_length=10
+        child=serializers.ChoiceField(choices=KNOWN_SKILLS),
+        required=False,
+        max_length=10,
     )
     capacity_kg = serializers.DecimalField(
-        max_digits=9, decimal_places=2, min_value=Decimal("1"), max_value=Decimal("40000")
+        max_digits=9,
+        decimal_places=2,
+        min_value=Decimal("1"),
+        max_value=Decimal("40000"),
     )
     capacity_m3 = serializers.DecimalField(
-        max_digits=8, decimal_places=3, min_value=Decimal("0.01"), max_value=Decimal("120")
+        max_digits=8,
+        decimal_places=3,
+        min_value=Decimal("0.01"),
+        max_value=Decimal("120"),
     )
     capacity_parcels = serializers.IntegerField(min_value=1, max_value=20000)
 
     class Meta:
         model = Vehicle
         fields = [
-            "id", "code", "type", "home_hub", "capacity_kg", "capacity_m3", "capacity_parcels",
-            "skills", "fixed_cost", "cost_per_km", "cost_per_hour", "is_active",
+            "id",
+            "code",
+            "type",
+            "home_hub",
+            "capacity_kg",
+            "capacity_m3",
+            "capacity_parcels",
+            "skills",
+            "fixed_cost",
+            "cost_per_km",
+            "cost_per_hour",
+            "is_active",
         ]
 
 
@@ -42,35 +64,56 @@ class DriverSerializer(serializers.ModelSerializer):
     class Meta:
         model = Driver
         fields = [
-            "id", "username", "first_name", "last_name", "phone", "home_hub", "default_vehicle",
-            "shift_start", "shift_end", "duty_status", "is_active",
+            "id",
+            "username",
+            "first_name",
+            "last_name",
+            "phone",
+            "home_hub",
+            "default_vehicle",
+            "shift_start",
+            "shift_end",
+            "duty_status",
+            "is_active",
         ]
         read_only_fields = fields
 
 
 class DriverInputSerializer(serializers.Serializer):
     username = serializers.RegexField(r"^[\w.@+-]{3,150}$")
-    password = serializers.CharField(min_length=8, max_length=128, required=False, write_only=True)
+    password = serializers.CharField(
+        min_length=8, max_length=128, required=False, write_only=True
+    )
     first_name = serializers.CharField(max_length=150, required=False, default="")
     last_name = serializers.CharField(max_length=150, required=False, default="")
     email = serializers.EmailField(required=False, default="")
     phone = serializers.CharField(max_length=40, required=False, default="")
-    home_hub = serializers.SlugRelatedField(slug_field="code", queryset=Hub.objects.all())
+    home_hub = serializers.SlugRelatedField(
+        slug_field="code", queryset=Hub.objects.all()
+    )
     default_vehicle = serializers.SlugRelatedField(
-        slug_field="code", queryset=Vehicle.objects.all(), required=False, allow_null=True
+        slug_field="code",
+        queryset=Vehicle.objects.all(),
+        required=False,
+        allow_null=True,
     )
     shift_start = serializers.TimeField()
     shift_end = serializers.TimeField()
 
     def validate(self, attrs):
         if attrs["shift_end"] <= attrs["shift_start"]:
-            raise serializers.ValidationError({"shift_end": ["The shift must end after it starts."]})
+            raise serializers.ValidationError(
+                {"shift_end": ["The shift must end after it starts."]}
+            )
         return attrs
 
 
 class DriverUpdateSerializer(serializers.ModelSerializer):
     default_vehicle = serializers.SlugRelatedField(
-        slug_field="code", queryset=Vehicle.objects.all(), required=False, allow_null=True
+        slug_field="code",
+        queryset=Vehicle.objects.all(),
+        required=False,
+        allow_null=True,
     )
 
     class Meta:
@@ -81,5 +124,435 @@ class DriverUpdateSerializer(serializers.ModelSerializer):
         start = attrs.get("shift_start", getattr(self.instance, "shift_start", None))
         end = attrs.get("shift_end", getattr(self.instance, "shift_end", None))
         if start and end and end <= start:
-            raise serializers.ValidationError({"shift_end": ["The shift must end after it starts."]})
+            raise serializers.ValidationError(
+                {"shift_end": ["The shift must end after it starts."]}
+            )
         return attrs
+
+
+# ---------------------------------------------------------------------------
+# Routes as the driver app and the dashboard see them (the wire contract)
+# ---------------------------------------------------------------------------
+
+STOP_TASK_ACTIONS = ("pick_up", "deliver", "load", "unload")
+
+
+def leg_action_at_stop(stop, leg) -> str:
+    """What the driver does with this leg's parcels at this stop."""
+    if stop.kind == "pickup":
+        return "pick_up"
+    if stop.kind == "delivery":
+        return "deliver"
+    return "load" if leg.from_hub_id == stop.hub_id else "unload"
+
+
+class ParcelTaskSerializer(serializers.Serializer):
+    barcode = serializers.CharField()
+    shipment_id = serializers.IntegerField()
+    reference = serializers.CharField()
+    leg_id = serializers.IntegerField()
+    action = serializers.ChoiceField(choices=STOP_TASK_ACTIONS)
+    weight_kg = serializers.DecimalField(max_digits=8, decimal_places=3)
+
+
+class StopTaskSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=STOP_TASK_ACTIONS)
+    leg_id = serializers.IntegerField()
+    leg_status = serializers.CharField()
+    shipment_id = serializers.IntegerField()
+    reference = serializers.CharField()
+    barcodes = serializers.ListField(child=serializers.CharField())
+
+
+class StopContactSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    phone = serializers.CharField()
+
+
+class RouteStopSerializer(serializers.Serializer):
+    """One stop; expects ``stops_with_work()`` prefetching (no query per stop)."""
+
+    id = serializers.IntegerField()
+    sequence = serializers.IntegerField()
+    kind = serializers.ChoiceField(choices=["pickup", "delivery", "hub"])
+    latitude = serializers.FloatField(source="location.latitude")
+    longitude = serializers.FloatField(source="location.longitude")
+    address = serializers.CharField(source="location.address")
+    hub = serializers.SerializerMethodField()
+    window_start = serializers.DateTimeField(allow_null=True)
+    window_end = serializers.DateTimeField(allow_null=True)
+    planned_arrival = serializers.DateTimeField(allow_null=True)
+    eta = serializers.DateTimeField(allow_null=True)
+    actual_arrival = serializers.DateTimeField(allow_null=True)
+    actual_departure = serializers.DateTimeField(allow_null=True)
+    service_seconds = serializers.IntegerField()
+    status = serializers.ChoiceField(
+        choices=["pending", "arrived", "completed", "failed", "skipped"]
+    )
+    parcels = serializers.SerializerMethodField()
+    tasks = serializers.SerializerMethodField()
+    requires = serializers.ListField(child=serializers.ChoiceField(choices=POD_ITEMS))
+    notes = serializers.SerializerMethodField()
+    contact = serializers.SerializerMethodField()
+
+    def get_hub(self, stop) -> str | None:
+        return stop.hub.code if stop.hub_id else None
+
+    def _legs(self, stop):
+        return [leg for leg in stop.legs.all() if leg.status != "cancelled"]
+
+    @extend_schema_field(ParcelTaskSerializer(many=True))
+    def get_parcels(self, stop):
+        return [
+            {
+                "barcode": parcel.barcode,
+                "shipment_id": leg.shipment_id,
+                "reference": leg.shipment.reference,
+                "leg_id": leg.pk,
+                "action": leg_action_at_stop(stop, leg),
+                "weight_kg": str(parcel.weight_kg),
+            }
+            for leg in self._legs(stop)
+            for parcel in leg.shipment.parcels.all()
+        ]
+
+    @extend_schema_field(StopTaskSerializer(many=True))
+    def get_tasks(self, stop):
+        return [
+            {
+                "action": leg_action_at_stop(stop, leg),
+                "leg_id": leg.pk,
+                "leg_status": leg.status,
+                "shipment_id": leg.shipment_id,
+                "reference": leg.shipment.reference,
+                "barcodes": [parcel.barcode for parcel in leg.shipment.parcels.all()],
+            }
+            for leg in self._legs(stop)
+        ]
+
+    def get_notes(self, stop) -> str:
+        notes = [stop.notes] if stop.notes else []
+        notes += [leg.shipment.notes for leg in self._legs(stop) if leg.shipment.notes]
+        return "\n".join(dict.fromkeys(notes))  # de-duplicated, in order
+
+    @extend_schema_field(StopContactSerializer(allow_null=True))
+    def get_contact(self, stop):
+        # Personal data only while the stop is still to be served.
+        if stop.status not in ("pending", "arrived"):
+            return None
+        if not (stop.location.contact_name or stop.location.contact_phone):
+            return None
+        return {
+            "name": stop.location.contact_name,
+            "phone": stop.location.contact_phone,
+        }
+
+
+class RouteVehicleSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    code = serializers.CharField()
+    type = serializers.CharField()
+
+
+class RouteDriverSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField(source="user.username")
+    name = serializers.CharField(source="__str__")
+
+
+class RouteSerializer(serializers.Serializer):
+    """A route with its ordered stops: the driver app's contract (names are fixed)."""
+
+    id = serializers.IntegerField()
+    date = serializers.DateField(source="service_date")
+    status = serializers.ChoiceField(
+        choices=["draft", "published", "in_progress", "completed", "cancelled"]
+    )
+    mile = serializers.CharField()
+    hub = serializers.CharField(source="hub.code")
+    vehicle = RouteVehicleSerializer(allow_null=True)
+    driver = RouteDriverSerializer(allow_null=True)
+    planned_start = serializers.DateTimeField(allow_null=True)
+    planned_end = serializers.DateTimeField(allow_null=True)
+    distance_meters = serializers.IntegerField()
+    duration_seconds = serializers.IntegerField()
+    version = serializers.IntegerField()
+    published_at = serializers.DateTimeField(allow_null=True)
+    trip = serializers.SerializerMethodField()
+    stops = RouteStopSerializer(many=True)
+
+    @extend_schema_field(serializers.DictField(allow_null=True))
+    def get_trip(self, route):
+        trip = getattr(
+            route, "trip", None
+        )  # reverse one-to-one: absent for most routes
+        if trip is None:
+            return None
+        return {
+            "id": trip.pk,
+            "origin_hub": trip.origin_hub.code,
+            "destination_hub": trip.destination_hub.code,
+            "departs_at": serializers.DateTimeField().to_representation(
+                trip.departs_at
+            ),
+            "arrives_at": serializers.DateTimeField().to_representation(
+                trip.arrives_at
+            ),
+        }
+
+
+class RouteSummarySerializer(serializers.Serializer):
+    """A route in a list: no stops, counts only."""
+
+    id = serializers.IntegerField()
+    date = serializers.DateField(source="service_date")
+    status = serializers.CharField()
+    mile = serializers.CharField()
+    hub = serializers.CharField(source="hub.code")
+    vehicle = RouteVehicleSerializer(allow_null=True)
+    driver = RouteDriverSerializer(allow_null=True)
+    planned_start = serializers.DateTimeField(allow_null=True)
+    planned_end = serializers.DateTimeField(allow_null=True)
+    stop_count = serializers.IntegerField()
+    distance_meters = serializers.IntegerField()
+    version = serializers.IntegerField()
+    published_at = serializers.DateTimeField(allow_null=True)
+
+
+# ---------------------------------------------------------------------------
+# Driver API input and answers (the mobile app's contract)
+# ---------------------------------------------------------------------------
+
+DEVICE_ID_FIELD = {"max_length": 100, "min_length": 1}
+
+
+class DriverEventItemSerializer(serializers.Serializer):
+    """One event. ``type``, ``reason`` and ``barcode`` are judged per item (a bad one
+    is stored as rejected); identity fields must be well formed to be stored."""
+
+    event_id = serializers.UUIDField()
+    seq = serializers.IntegerField(min_value=0, max_value=2**53)
+    type = serializers.CharField(
+        max_length=40,
+        help_text="route_started, arrived, scanned, "
+        "picked_up, delivered, delivery_failed, departed, hub_scan_in, "
+        "hub_scan_out or route_finished",
+    )
+    occurred_at = serializers.DateTimeField()
+    stop_id = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=2**62
+    )
+    route_id = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=2**62
+    )
+    barcode = serializers.CharField(
+        required=False, allow_blank=True, max_length=64, default=""
+    )
+    reason = serializers.CharField(
+        required=False, allow_blank=True, max_length=40, default=""
+    )
+    latitude = serializers.FloatField(
+        required=False, allow_null=True, min_value=-90, max_value=90
+    )
+    longitude = serializers.FloatField(
+        required=False, allow_null=True, min_value=-180, max_value=180
+    )
+
+
+class DriverEventBatchSerializer(serializers.Serializer):
+    device_id = serializers.CharField(**DEVICE_ID_FIELD)
+    events = DriverEventItemSerializer(many=True, allow_empty=False, max_length=500)
+
+    def validate(self, attrs):
+        ids = [item["event_id"] for item in attrs["events"]]
+        if len(set(ids)) != len(ids):
+            raise serializers.ValidationError(
+                {"events": ["An event_id appears twice in the batch."]}
+            )
+        seqs = [item["seq"] for item in attrs["events"]]
+        if len(set(seqs)) != len(seqs):
+            raise serializers.ValidationError(
+                {"events": ["A seq appears twice in the batch."]}
+            )
+        return attrs
+
+
+class DriverEventOriginalSerializer(serializers.Serializer):
+    event_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=["applied", "rejected"])
+    reason = serializers.CharField(required=False)
+
+
+class DriverEventResultSerializer(serializers.Serializer):
+    event_id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=["applied", "duplicate", "rejected"])
+    reason = serializers.CharField(required=False)
+    detail = serializers.CharField(required=False)
+    current_state = serializers.DictField(required=False)
+    original = DriverEventOriginalSerializer(required=False)
+
+
+class DriverEventBatchResultSerializer(serializers.Serializer):
+    results = DriverEventResultSerializer(many=True)
+
+
+class PingItemSerializer(serializers.Serializer):
+    # Ranges are judged per item by the service (an implausible fix is rejected
+    # with a reason, not the whole batch); only the types are checked here.
+    latitude = serializers.FloatField()
+    longitude = serializers.FloatField()
+    accuracy = serializers.FloatField(help_text="metres")
+    speed = serializers.FloatField(required=False, allow_null=True, help_text="m/s")
+    heading = serializers.FloatField(
+        required=False, allow_null=True, help_text="degrees"
+    )
+    recorded_at = serializers.DateTimeField()
+
+
+class PingBatchSerializer(serializers.Serializer):
+    device_id = serializers.CharField(**DEVICE_ID_FIELD)
+    pings = serializers.ListField(
+        child=serializers.DictField(),
+        allow_empty=False,
+        max_length=500,
+        help_text="Items shaped as PingItem; a malformed item is rejected alone.",
+    )
+
+
+class PingRejectionSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    reason = serializers.CharField()
+
+
+class PingBatchResultSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    duplicates = serializers.IntegerField()
+    rejected = PingRejectionSerializer(many=True)
+
+
+class PodInputSerializer(serializers.Serializer):
+    photo = serializers.FileField(required=False, allow_empty_file=True)
+    signature = serializers.FileField(required=False, allow_empty_file=True)
+    recipient_name = serializers.CharField(
+        required=False, allow_blank=True, max_length=120, default=""
+    )
+    note = serializers.CharField(
+        required=False, allow_blank=True, max_length=500, default=""
+    )
+    latitude = serializers.FloatField(
+        required=False, allow_null=True, min_value=-90, max_value=90
+    )
+    longitude = serializers.FloatField(
+        required=False, allow_null=True, min_value=-180, max_value=180
+    )
+    captured_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class ProofOfDeliverySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    stop_id = serializers.IntegerField()
+    has_photo = serializers.SerializerMethodField()
+    has_signature = serializers.SerializerMethodField()
+    photo_url = serializers.SerializerMethodField()
+    signature_url = serializers.SerializerMethodField()
+    recipient_name = serializers.CharField()
+    note = serializers.CharField()
+    latitude = serializers.FloatField(allow_null=True)
+    longitude = serializers.FloatField(allow_null=True)
+    captured_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+    def get_has_photo(self, pod) -> bool:
+        return bool(pod.photo)
+
+    def get_has_signature(self, pod) -> bool:
+        return bool(pod.signature)
+
+    def get_photo_url(self, pod) -> str | None:
+        return f"/api/v1/pods/{pod.pk}/photo/" if pod.photo else None
+
+    def get_signature_url(self, pod) -> str | None:
+        return f"/api/v1/pods/{pod.pk}/signature/" if pod.signature else None
+
+
+class DutyInputSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["on_duty", "break", "off_duty"])
+    occurred_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class DriverShipmentSerializer(serializers.Serializer):
+    """A shipment as its driver sees it: what is needed to carry it, nothing more."""
+
+    id = serializers.IntegerField()
+    reference = serializers.CharField()
+    status = serializers.CharField()
+    current_mile = serializers.CharField()
+    parcel_count = serializers.IntegerField()
+    total_weight_kg = serializers.DecimalField(max_digits=10, decimal_places=3)
+    notes = serializers.CharField()
+    barcodes = serializers.SerializerMethodField()
+
+    def get_barcodes(self, shipment) -> list[str]:
+        return [parcel.barcode for parcel in shipment.parcels.all()]
+
+
+# ---------------------------------------------------------------------------
+# Dispatcher operations
+# ---------------------------------------------------------------------------
+
+
+class RouteAssignInputSerializer(serializers.Serializer):
+    driver_id = serializers.IntegerField(min_value=1, max_value=2**62)
+    vehicle_id = serializers.IntegerField(min_value=1, max_value=2**62)
+
+
+class RoutesPublishInputSerializer(serializers.Serializer):
+    date = serializers.DateField()
+    hub = serializers.SlugRelatedField(
+        slug_field="code", queryset=Hub.objects.all(), required=False, allow_null=True
+    )
+
+
+class RoutesPublishResultSerializer(serializers.Serializer):
+    published = serializers.ListField(child=serializers.IntegerField())
+    failed = serializers.ListField(child=serializers.DictField())
+    unassigned = serializers.ListField(child=serializers.IntegerField())
+
+
+class StopReassignInputSerializer(serializers.Serializer):
+    route_id = serializers.IntegerField(min_value=1, max_value=2**62)
+    position = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=10_000
+    )
+
+
+class RouteEventSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    type = serializers.CharField()
+    source = serializers.CharField()
+    actor = serializers.CharField(
+        source="actor.username", allow_null=True, default=None
+    )
+    occurred_at = serializers.DateTimeField(allow_null=True)
+    recorded_at = serializers.DateTimeField()
+    payload = serializers.DictField()
+
+
+class LocationPingSerializer(serializers.Serializer):
+    latitude = serializers.FloatField()
+    longitude = serializers.FloatField()
+    accuracy_meters = serializers.FloatField()
+    speed_mps = serializers.FloatField(allow_null=True)
+    heading_degrees = serializers.FloatField(allow_null=True)
+    recorded_at = serializers.DateTimeField()
+
+
+class DispatchConflictSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    route_id = serializers.IntegerField(allow_null=True)
+    stop_id = serializers.IntegerField(allow_null=True)
+    kind = serializers.CharField()
+    detail = serializers.CharField()
+    payload = serializers.DictField()
+    created_at = serializers.DateTimeField()
+    resolved_at = serializers.DateTimeField(allow_null=True)

@@ -1,19 +1,48 @@
+"""Dispatch API for dispatchers: fleet resources, and one small view per route
+operation (each validates, calls one service and answers the new state)."""
+
 from __future__ import annotations
 
+import django_filters
+from django.db.models import Count
+from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
+from routing.models import Route, RouteStop
 from shipments.idempotency import idempotent
+from shipments.states import Mile
+from shipments.views import IDEMPOTENCY_HEADER
 
-from .models import Driver, Vehicle
+from .models import DispatchConflict, Driver, LocationPing, RouteEvent, Vehicle
+from .selectors import route_detail_queryset, route_list_for_dispatch, stops_with_work
 from .serializers import (
+    DispatchConflictSerializer,
     DriverInputSerializer,
     DriverSerializer,
     DriverUpdateSerializer,
+    LocationPingSerializer,
+    RouteAssignInputSerializer,
+    RouteEventSerializer,
+    RouteSerializer,
+    RoutesPublishInputSerializer,
+    RoutesPublishResultSerializer,
+    RouteStopSerializer,
+    RouteSummarySerializer,
+    StopReassignInputSerializer,
     VehicleSerializer,
 )
-from .services import driver_create
+from .services import (
+    driver_create,
+    route_assign,
+    route_publish,
+    route_unassign,
+    routes_publish_day,
+    stop_reassign,
+)
 
 
 class VehicleViewSet(viewsets.ModelViewSet):
@@ -54,3 +83,176 @@ class DriverViewSet(
     def update(self, request, *args, **kwargs):
         super().update(request, *args, **kwargs)
         return Response(DriverSerializer(self.get_object()).data)
+
+
+# ---------------------------------------------------------------------------
+# Routes for dispatchers: list, detail, assign, unassign, publish, move a stop
+# ---------------------------------------------------------------------------
+
+
+class RouteFilter(django_filters.FilterSet):
+    date = django_filters.DateFilter(field_name="service_date")
+    hub = django_filters.CharFilter(field_name="hub__code")
+    mile = django_filters.ChoiceFilter(choices=Mile.choices)
+    status = django_filters.MultipleChoiceFilter(choices=Route.Status.choices)
+    driver = django_filters.NumberFilter(field_name="driver_id")
+    vehicle = django_filters.NumberFilter(field_name="vehicle_id")
+    is_trip = django_filters.BooleanFilter(
+        field_name="trip", lookup_expr="isnull", exclude=True
+    )
+
+    class Meta:
+        model = Route
+        fields = ["date", "hub", "mile", "status", "driver", "vehicle", "is_trip"]
+
+
+class RouteListApi(ListAPIView):
+    """Routes of any day, hub, mile or status; ``stop_count`` instead of stops."""
+
+    serializer_class = RouteSummarySerializer
+    filterset_class = RouteFilter
+
+    def get_queryset(self):
+        return route_list_for_dispatch().annotate(stop_count=Count("stops"))
+
+
+class RouteDetailApi(APIView):
+    @extend_schema(responses=RouteSerializer)
+    def get(self, request, route_id: int):
+        route = get_object_or_404(route_detail_queryset(), pk=route_id)
+        return Response(RouteSerializer(route).data)
+
+
+def _route_answer(route_id: int) -> Response:
+    return Response(RouteSerializer(route_detail_queryset().get(pk=route_id)).data)
+
+
+class RouteAssignApi(APIView):
+    """Give the route to a driver and a vehicle. 409 says why they cannot take it
+    (capacity, skills, shift, already booked), per field."""
+
+    @extend_schema(
+        request=RouteAssignInputSerializer,
+        responses=RouteSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @idempotent
+    def post(self, request, route_id: int):
+        payload = RouteAssignInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        get_object_or_404(Route, pk=route_id)
+        errors = {}
+        if not Driver.objects.filter(pk=payload.validated_data["driver_id"]).exists():
+            errors["driver_id"] = ["No such driver."]
+        if not Vehicle.objects.filter(pk=payload.validated_data["vehicle_id"]).exists():
+            errors["vehicle_id"] = ["No such vehicle."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        route_assign(route_id=route_id, actor=request.user, **payload.validated_data)
+        return _route_answer(route_id)
+
+
+class RouteUnassignApi(APIView):
+    @extend_schema(
+        request=None, responses=RouteSerializer, parameters=[IDEMPOTENCY_HEADER]
+    )
+    @idempotent
+    def post(self, request, route_id: int):
+        get_object_or_404(Route, pk=route_id)
+        route_unassign(route_id=route_id, actor=request.user)
+        return _route_answer(route_id)
+
+
+class RoutePublishApi(APIView):
+    @extend_schema(
+        request=None, responses=RouteSerializer, parameters=[IDEMPOTENCY_HEADER]
+    )
+    @idempotent
+    def post(self, request, route_id: int):
+        get_object_or_404(Route, pk=route_id)
+        route_publish(route_id=route_id, actor=request.user)
+        return _route_answer(route_id)
+
+
+class RoutesPublishDayApi(APIView):
+    """Publish every assigned draft of a day (optionally one hub's)."""
+
+    @extend_schema(
+        request=RoutesPublishInputSerializer,
+        responses=RoutesPublishResultSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @idempotent
+    def post(self, request):
+        payload = RoutesPublishInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        hub = payload.validated_data.get("hub")
+        result = routes_publish_day(
+            service_date=payload.validated_data["date"],
+            hub_id=hub.pk if hub else None,
+            actor=request.user,
+        )
+        return Response(
+            {
+                "published": result.published,
+                "failed": result.failed,
+                "unassigned": result.unassigned,
+            }
+        )
+
+
+class StopReassignApi(APIView):
+    """Move a pending stop to another route of the same day."""
+
+    @extend_schema(
+        request=StopReassignInputSerializer,
+        responses=RouteStopSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @idempotent
+    def post(self, request, stop_id: int):
+        payload = StopReassignInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        get_object_or_404(RouteStop, pk=stop_id)
+        moved = stop_reassign(
+            stop_id=stop_id, actor=request.user, **payload.validated_data
+        )
+        return Response(
+            RouteStopSerializer(stops_with_work().get(pk=moved.pk)).data, status=201
+        )
+
+
+class RouteEventsApi(APIView):
+    """The route log, oldest first."""
+
+    @extend_schema(responses=RouteEventSerializer(many=True))
+    def get(self, request, route_id: int):
+        route = get_object_or_404(Route, pk=route_id)
+        events = (
+            RouteEvent.objects.filter(route=route)
+            .select_related("actor")
+            .order_by("id")
+        )
+        return Response(RouteEventSerializer(events[:1000], many=True).data)
+
+
+class RouteTraceApi(APIView):
+    """The route's GPS trace, by fix time (at most 5,000 fixes, the latest)."""
+
+    @extend_schema(responses=LocationPingSerializer(many=True))
+    def get(self, request, route_id: int):
+        route = get_object_or_404(Route, pk=route_id)
+        pings = LocationPing.objects.filter(route=route).order_by("-recorded_at")[:5000]
+        return Response(LocationPingSerializer(reversed(list(pings)), many=True).data)
+
+
+class DispatchConflictListApi(ListAPIView):
+    """Field facts that overrode a plan, newest first (``?open=true`` for unresolved)."""
+
+    serializer_class = DispatchConflictSerializer
+
+    def get_queryset(self):
+        conflicts = DispatchConflict.objects.order_by("-id")
+        if self.request.query_params.get("open") == "true":
+            conflicts = conflicts.filter(resolved_at__isnull=True)
+        return conflicts

@@ -1,0 +1,211 @@
+"""Location pings: a driver's batch of GPS fixes, judged one by one and stored once.
+
+    batch ──▶ each fix checked (range, accuracy, not in the future, not a jump
+              faster than any vehicle from the fix before it in time)
+          ──▶ INSERT … ON CONFLICT DO NOTHING on (driver, device, fix time):
+              a re-sent batch stores nothing twice
+          ──▶ latest position = the fix with the latest fix time (conditional upsert,
+              so a late batch of old fixes never moves the driver backwards)
+          ──▶ one outbox message for the dashboard, ``route_activity`` after commit
+
+The two statements are plain SQL understood by PostgreSQL and SQLite alike: the
+ORM's ``bulk_create(ignore_conflicts=True)`` cannot say which rows were new.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from shipments.outbox import DASHBOARD_GROUP, driver_group, outbox_enqueue
+
+from .models import DriverPosition, LocationPing
+from .selectors import driver_route_current
+from .signals import route_activity_send_on_commit
+
+MAX_PINGS_PER_BATCH = 500
+# Faster than any vehicle in the fleet (250 km/h), after allowing for both fixes' accuracy.
+MAX_SPEED_MPS = 70.0
+MAX_ACCURACY_METERS = 5_000.0
+MAX_CLOCK_AHEAD = timedelta(minutes=2)
+MAX_AGE = timedelta(days=7)
+EARTH_RADIUS_METERS = 6_371_008.8
+
+
+@dataclass(frozen=True)
+class PingInput:
+    latitude: float
+    longitude: float
+    accuracy_meters: float
+    recorded_at: datetime
+    speed_mps: float | None = None
+    heading_degrees: float | None = None
+
+
+@dataclass
+class PingBatchResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[dict] = field(default_factory=list)  # {"index", "reason"}
+
+
+def distance_meters(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lng2 - lng1)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_METERS * math.asin(min(1.0, math.sqrt(h)))
+
+
+def ping_problem(ping: PingInput, *, now: datetime) -> str | None:
+    """Why a fix on its own is implausible, or None."""
+    if not (-90 <= ping.latitude <= 90) or not (-180 <= ping.longitude <= 180):
+        return "out_of_range"
+    if not all(
+        math.isfinite(v) for v in (ping.latitude, ping.longitude, ping.accuracy_meters)
+    ):
+        return "out_of_range"
+    if not 0 <= ping.accuracy_meters <= MAX_ACCURACY_METERS:
+        return "inaccurate"
+    if ping.speed_mps is not None and not 0 <= ping.speed_mps <= MAX_SPEED_MPS:
+        return "implausible_speed"
+    if ping.heading_degrees is not None and not 0 <= ping.heading_degrees <= 360:
+        return "out_of_range"
+    if ping.recorded_at > now + MAX_CLOCK_AHEAD:
+        return "in_the_future"
+    if ping.recorded_at < now - MAX_AGE:
+        return "too_old"
+    return None
+
+
+def is_jump(a: PingInput | DriverPosition, b: PingInput) -> bool:
+    """Whether going from fix ``a`` to fix ``b`` needs a speed no vehicle has."""
+    seconds = abs((b.recorded_at - a.recorded_at).total_seconds())
+    meters = distance_meters(a.latitude, a.longitude, b.latitude, b.longitude)
+    slack = a.accuracy_meters + b.accuracy_meters
+    return max(0.0, meters - slack) > MAX_SPEED_MPS * max(seconds, 1.0)
+
+
+_INSERT_PINGS = (
+    "INSERT INTO {table} (driver_id, route_id, device_id, latitude, longitude, "
+    "accuracy_meters, speed_mps, heading_degrees, recorded_at, received_at) VALUES {rows} "
+    "ON CONFLICT (driver_id, device_id, recorded_at) DO NOTHING RETURNING id"
+)
+_UPSERT_POSITION = (
+    "INSERT INTO {table} AS p (driver_id, route_id, latitude, longitude, accuracy_meters, "
+    "speed_mps, heading_degrees, recorded_at, updated_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (driver_id) DO UPDATE SET route_id = excluded.route_id, "
+    "latitude = excluded.latitude, longitude = excluded.longitude, "
+    "accuracy_meters = excluded.accuracy_meters, speed_mps = excluded.speed_mps, "
+    "heading_degrees = excluded.heading_degrees, recorded_at = excluded.recorded_at, "
+    "updated_at = excluded.updated_at WHERE p.recorded_at < excluded.recorded_at "
+    "RETURNING driver_id"
+)
+
+
+@transaction.atomic
+def driver_pings_record(
+    *,
+    driver_id: int,
+    device_id: str,
+    pings: list[PingInput],
+    now: datetime | None = None,
+) -> PingBatchResult:
+    now = now or timezone.now()
+    result = PingBatchResult()
+    candidates: list[tuple[int, PingInput]] = []
+    for index, ping in enumerate(pings):
+        problem = ping_problem(ping, now=now)
+        if problem:
+            result.rejected.append({"index": index, "reason": problem})
+        else:
+            candidates.append((index, ping))
+    candidates.sort(key=lambda pair: pair[1].recorded_at)
+
+    position = DriverPosition.objects.filter(driver_id=driver_id).first()
+    kept: list[PingInput] = []
+    seen_times: set[datetime] = set()
+    for index, ping in candidates:
+        if ping.recorded_at in seen_times:
+            result.duplicates += 1  # the same fix twice in one batch
+            continue
+        before = kept[-1] if kept else None
+        if (
+            before is None
+            and position is not None
+            and position.recorded_at < ping.recorded_at
+        ):
+            before = position
+        if before is not None and is_jump(before, ping):
+            result.rejected.append({"index": index, "reason": "implausible_jump"})
+            continue
+        seen_times.add(ping.recorded_at)
+        kept.append(ping)
+    result.rejected.sort(key=lambda r: r["index"])
+    if not kept:
+        return result
+
+    current = driver_route_current(driver_id=driver_id)
+    route = current.pk if current else None
+    ops = connection.ops
+    received = ops.adapt_datetimefield_value(now)
+    params: list = []
+    for ping in kept:
+        params += [
+            driver_id,
+            route,
+            device_id,
+            ping.latitude,
+            ping.longitude,
+            ping.accuracy_meters,
+            ping.speed_mps,
+            ping.heading_degrees,
+            ops.adapt_datetimefield_value(ping.recorded_at),
+            received,
+        ]
+    rows = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(kept))
+    latest = kept[-1]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INSERT_PINGS.format(table=LocationPing._meta.db_table, rows=rows), params
+        )
+        inserted = len(cursor.fetchall())
+        cursor.execute(
+            _UPSERT_POSITION.format(table=DriverPosition._meta.db_table),
+            [
+                driver_id,
+                route,
+                latest.latitude,
+                latest.longitude,
+                latest.accuracy_meters,
+                latest.speed_mps,
+                latest.heading_degrees,
+                ops.adapt_datetimefield_value(latest.recorded_at),
+                received,
+            ],
+        )
+        moved = bool(cursor.fetchall())
+    result.accepted = len(kept) + result.duplicates
+    result.duplicates += len(kept) - inserted
+    if moved:
+        outbox_enqueue(
+            type="driver.position",
+            groups=[DASHBOARD_GROUP, driver_group(driver_id)],
+            payload={
+                "driver_id": driver_id,
+                "route_id": route,
+                "latitude": latest.latitude,
+                "longitude": latest.longitude,
+                "accuracy_meters": latest.accuracy_meters,
+                "speed_mps": latest.speed_mps,
+                "heading_degrees": latest.heading_degrees,
+                "recorded_at": latest.recorded_at.isoformat(),
+            },
+        )
+        if route is not None:
+            route_activity_send_on_commit(route)
+    return result
