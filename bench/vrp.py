@@ -372,15 +372,73 @@ def _node_of(inst: Instance, stop) -> int:
     return next(d for d, p in inst.pickup_of.items() if p == pickup)
 
 
+# ---------------------------------------------------------------- hub sync study
+def hub_sync_study(seconds: float, seed: int = 1) -> list[dict]:
+    """Solve-time cost of hub synchronisation on a synthetic two-tier day:
+    first-mile vans collect parcels and bring them to the hub, last-mile vans
+    deliver them; with links a last-mile route leaves only after its parcels
+    arrived plus 15 min handling. Same instance with and without links."""
+    import random
+
+    from routing.solver.matrix import haversine_matrix
+    from routing.solver.problem import HubLink
+
+    rng = random.Random(seed)
+    hub = Location("hub", 48.137, 11.575)
+    n_pickups, n_deliveries = 30, 60
+    points = [hub] + [Location(f"c{i}", 48.137 + rng.uniform(-0.1, 0.1), 11.575 + rng.uniform(-0.15, 0.15))
+                      for i in range(n_pickups + n_deliveries)]
+    first, last = frozenset({"first"}), frozenset({"last"})
+    # Collections happen 8:00-10:00; a third of the unlinked deliveries are due
+    # 7:00-9:00, so they cannot share a van with parcels still being collected.
+    collect = (TimeWindow(8 * 3600, 10 * 3600),)
+    jobs = [Job(f"in{i}", pickup=Visit(1 + i, 180, collect), demand=(1,), required_skills=first)
+            for i in range(n_pickups)]
+    for i in range(n_deliveries):
+        window = (TimeWindow(7 * 3600, 9 * 3600),) if i >= n_pickups and i % 3 == 0 else ()
+        jobs.append(Job(f"out{i}", delivery=Visit(1 + n_pickups + i, 120, window), demand=(1,), required_skills=last))
+    fleet = [Vehicle(f"fm{k}", 0, 0, capacity=(20,), skills=first, shift_start_seconds=6 * 3600,
+                     shift_end_seconds=18 * 3600, fixed_cost=50.0, cost_per_hour=20.0) for k in range(3)]
+    fleet += [Vehicle(f"lm{k}", 0, 0, capacity=(20,), skills=last, shift_start_seconds=6 * 3600,
+                      shift_end_seconds=18 * 3600, fixed_cost=50.0, cost_per_hour=20.0) for k in range(6)]
+    links = tuple(HubLink(f"in{i}", f"out{i}", handling_seconds=900) for i in range(n_pickups))
+    base = Problem(tuple(points), tuple(jobs), tuple(fleet), haversine_matrix(points), ("parcels",))
+    rows = []
+    for label, problem in (("without_links", base), ("with_links", replace(base, hub_links=links))):
+        first_seen: list[float] = []
+        started = time.monotonic()
+        solution = solve(problem, time_limit_seconds=seconds,
+                         on_progress=lambda p: first_seen.append(time.monotonic() - started))
+        violations = check_solution(problem, solution)
+        last_mile_start = min((r.start_seconds for r in solution.routes if r.vehicle_key.startswith("lm")), default=None)
+        rows.append({
+            "case": label, "engine": solution.engine, "time_limit_seconds": seconds,
+            "first_progress_seconds": round(first_seen[0], 3) if first_seen else None,
+            "cost": round(solution.cost, 2), "vehicles": len(solution.routes),
+            "unassigned": len(solution.unassigned), "feasible": not violations,
+            "earliest_last_mile_departure_h": None if last_mile_start is None else round(last_mile_start / 3600, 2),
+        })
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--instances", required=True, type=Path)
+    parser.add_argument("--instances", type=Path)
+    parser.add_argument("--hub-sync-study", action="store_true", help="measure hub synchronisation instead")
     parser.add_argument("--time-limit", type=float, default=10.0)
     parser.add_argument("--solvers", default="allmile,pyvrp,vroom")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--only", default="", help="comma-separated instance names to run")
     args = parser.parse_args(argv)
 
+    if args.hub_sync_study:
+        rows = hub_sync_study(args.time_limit)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
+        return 0
+    if args.instances is None:
+        parser.error("--instances is required")
     solvers = [s.strip() for s in args.solvers.split(",") if s.strip()]
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     bks = load_bks(args.instances)

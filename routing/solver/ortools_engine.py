@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from ortools.constraint_solver import pywrapcp, routing_enums_pb2
@@ -51,7 +51,15 @@ def _milli(value: float) -> int:
     return int(round(value * 1000))
 
 
-def build_model(problem: Problem, warm_start: WarmStart | None = None) -> _Model:
+def build_model(
+    problem: Problem,
+    warm_start: WarmStart | None = None,
+    *,
+    releases: dict[str, int | None] | None = None,
+    closed_vehicle_keys: frozenset[str] = frozenset(),
+) -> _Model:
+    """``releases``: job key -> earliest start of the route delivering it (None:
+    never). ``closed_vehicle_keys``: pinned routes that may not grow."""
     vehicles = problem.vehicles
     depot_locations: list[int | None] = []
     for vehicle in vehicles:
@@ -137,8 +145,11 @@ def build_model(problem: Problem, warm_start: WarmStart | None = None) -> _Model
             time_dim.SetSpanUpperBoundForVehicle(vehicle.max_duration_seconds, v)
         if vehicle.cost_per_hour:
             time_dim.SetSpanCostCoefficientForVehicle(_milli(vehicle.cost_per_hour / 3600), v)
-        # Leave as late and come back as early as the plan allows.
-        routing.AddVariableMaximizedByFinalizer(time_dim.CumulVar(routing.Start(v)))
+        # Leave as early as allowed and come back as early as possible; the
+        # departure is then delayed by the waiting it would only spend idle
+        # (timed_route). Maximising the start here instead pushed routes
+        # without windows to the end of the shift, and made hub arrivals late.
+        routing.AddVariableMinimizedByFinalizer(time_dim.CumulVar(routing.Start(v)))
         routing.AddVariableMinimizedByFinalizer(time_dim.CumulVar(routing.End(v)))
 
     _add_capacities(problem, routing, manager, node_job, node_refs, n_nodes)
@@ -181,8 +192,8 @@ def build_model(problem: Problem, warm_start: WarmStart | None = None) -> _Model
             time_dim.SetBreakIntervalsOfVehicle([interval], v, visit_transits)
             breaks[v] = interval
 
-    _add_hub_links(problem, routing, manager, time_dim, ref_nodes)
-    _pin_prefixes(problem, routing, manager, warm_start, ref_nodes)
+    _add_releases(problem, routing, manager, time_dim, ref_nodes, releases or {})
+    _pin_prefixes(problem, routing, manager, warm_start, ref_nodes, closed_vehicle_keys)
     return _Model(manager, routing, time_dim, node_refs, ref_nodes, breaks)
 
 
@@ -224,31 +235,31 @@ def _add_capacities(problem, routing, manager, node_job, node_refs, n_nodes) -> 
                 )
 
 
-def _add_hub_links(problem, routing, manager, time_dim, ref_nodes) -> None:
-    """Cross-vehicle precedence as element constraints on the vehicle variables:
-    start(vehicle(delivery)) >= end(vehicle(pickup)) + handling. Index 0 of each
-    array stands for "not performed" (VehicleVar = -1)."""
-    if not problem.hub_links:
+def _add_releases(problem, routing, manager, time_dim, ref_nodes, releases: dict[str, int | None]) -> None:
+    """Earliest route start per delivery-only job (hub synchronisation). A
+    zero-transit dimension carries one value along each route; every released
+    node raises its floor, and the route's start time must be above it. The
+    routing filters see these bounds, unlike an element constraint across
+    vehicles (which left the first-solution heuristics without a plan on a
+    90-job two-tier day)."""
+    if not releases:
         return
     solver = routing.solver()
-    n = len(problem.vehicles)
-    ends = [solver.IntConst(0)] + [time_dim.CumulVar(routing.End(v)) for v in range(n)]
-    big = max(v.shift_end_seconds for v in problem.vehicles) * 10
-    starts = [solver.IntConst(big)] + [time_dim.CumulVar(routing.Start(v)) for v in range(n)]
-    for link in problem.hub_links:
-        p_node = ref_nodes.get((link.pickup_job_key, PICKUP))
-        d_node = ref_nodes.get((link.delivery_job_key, DELIVERY))
-        if d_node is None:
+    horizon = time_dim.CumulVar(routing.End(0)).Max()
+    zero = routing.RegisterUnaryTransitVector([0] * manager.GetNumberOfNodes())
+    routing.AddDimension(zero, 0, horizon, False, "release")
+    release_dim = routing.GetDimensionOrDie("release")
+    for key, seconds in releases.items():
+        node = ref_nodes.get((key, DELIVERY))
+        if node is None:
             continue
-        d = manager.NodeToIndex(d_node)
-        if p_node is None:
-            routing.ActiveVar(d).SetValue(0)  # the parcel never reaches the hub
-            continue
-        p = manager.NodeToIndex(p_node)
-        solver.Add(routing.ActiveVar(d) <= routing.ActiveVar(p))
-        feeder = (routing.VehicleVar(p) + 1).Var()
-        fed = (routing.VehicleVar(d) + 1).Var()
-        solver.Add(solver.Element(starts, fed) >= solver.Element(ends, feeder) + link.handling_seconds)
+        index = manager.NodeToIndex(node)
+        if seconds is None or seconds > horizon:
+            routing.ActiveVar(index).SetValue(0)  # its parcel never reaches the hub
+        else:
+            release_dim.CumulVar(index).SetMin(seconds)
+    for v in range(len(problem.vehicles)):
+        solver.Add(time_dim.CumulVar(routing.Start(v)) >= release_dim.CumulVar(routing.Start(v)))
 
 
 def _pinned_nodes(problem: Problem, warm_start: WarmStart | None, ref_nodes) -> dict[int, int]:
@@ -262,8 +273,9 @@ def _pinned_nodes(problem: Problem, warm_start: WarmStart | None, ref_nodes) -> 
     return pinned
 
 
-def _pin_prefixes(problem, routing, manager, warm_start, ref_nodes) -> None:
-    """Done stops keep their vehicle and order: fix the chain start -> s1 -> ... sk."""
+def _pin_prefixes(problem, routing, manager, warm_start, ref_nodes, closed_vehicle_keys=frozenset()) -> None:
+    """Done stops keep their vehicle and order: fix the chain start -> s1 -> ... sk
+    (-> end, for a closed route)."""
     if warm_start is None:
         return
     positions = {v.key: i for i, v in enumerate(problem.vehicles)}
@@ -274,6 +286,8 @@ def _pin_prefixes(problem, routing, manager, warm_start, ref_nodes) -> None:
             index = manager.NodeToIndex(ref_nodes[(ref.job_key, ref.kind)])
             routing.NextVar(previous).SetValues([index])
             previous = index
+        if vkey in closed_vehicle_keys:
+            routing.NextVar(previous).SetValues([routing.End(positions[vkey])])
 
 
 def _search_parameters(
@@ -304,8 +318,69 @@ def solve_with_ortools(
 ) -> Solution:
     """Deterministic for a given problem and parameters when the time limit is not
     what ends the search (OR-Tools' routing search takes no seed)."""
+    if problem.hub_links:
+        return _solve_hub_synchronised(
+            problem, time_limit_seconds=time_limit_seconds, solution_limit=solution_limit,
+            on_progress=on_progress, should_stop=should_stop,
+            first_solution=first_solution, metaheuristic=metaheuristic,
+        )
+    return _solve(problem, time_limit_seconds=time_limit_seconds, solution_limit=solution_limit,
+                  warm_start=warm_start, on_progress=on_progress, should_stop=should_stop,
+                  first_solution=first_solution, metaheuristic=metaheuristic)
+
+
+# Share of the time for the unsynchronised first pass of a hub-linked problem.
+HUB_FIRST_PASS_FRACTION = 0.4
+
+
+def _solve_hub_synchronised(problem: Problem, *, time_limit_seconds: float, **search) -> Solution:
+    """Fix-point of release times, in two passes:
+    1. solve without the links: this decides the feeding (first-mile) routes;
+    2. pin those routes whole (their arrival at the hub is then known), turn
+       every link into a release time "leave after arrival + handling" for the
+       route delivering the parcel, and solve the rest again.
+    The result honours every link; it may miss plans where a feeder route should
+    change to let a delivery leave earlier (the exact coupling is a
+    cross-vehicle constraint the local search cannot filter)."""
     started = time.monotonic()
-    model = build_model(problem, warm_start)
+    unlinked = replace(problem, hub_links=())
+    first = _solve(unlinked, time_limit_seconds=time_limit_seconds * HUB_FIRST_PASS_FRACTION, **search)
+    feeder_keys = {link.pickup_job_key for link in problem.hub_links}
+    route_of = {stop.job_key: route for route in first.routes for stop in route.stops}
+    feeders = {route.vehicle_key: route for key in feeder_keys if (route := route_of.get(key)) is not None}
+    releases: dict[str, int | None] = {}
+    for link in problem.hub_links:
+        feeder = route_of.get(link.pickup_job_key)
+        arrival = None if feeder is None else feeder.end_seconds + link.handling_seconds
+        previous = releases.get(link.delivery_job_key, 0)
+        releases[link.delivery_job_key] = None if arrival is None or previous is None else max(previous, arrival)
+    pinned = WarmStart(
+        routes={k: tuple(StopRef(s.job_key, s.kind) for s in r.stops) for k, r in feeders.items()},
+        fixed_stop_counts={k: len(r.stops) for k, r in feeders.items()},
+    )
+    remaining = max(0.1, time_limit_seconds - (time.monotonic() - started))
+    second = _solve(unlinked, time_limit_seconds=remaining, warm_start=pinned, releases=releases,
+                    closed_vehicle_keys=frozenset(feeders), **search)
+    # Report against the real problem so the diagnosis sees the links.
+    return assemble_solution(problem, second.routes, {s.job_key for r in second.routes for s in r.stops},
+                             engine="ortools", search_seconds=time.monotonic() - started)
+
+
+def _solve(
+    problem: Problem,
+    *,
+    time_limit_seconds: float,
+    solution_limit: int | None = None,
+    warm_start: WarmStart | None = None,
+    on_progress: ProgressCallback | None = None,
+    should_stop: StopCheck | None = None,
+    first_solution: str = FIRST_SOLUTION,
+    metaheuristic: str = METAHEURISTIC,
+    releases: dict[str, int | None] | None = None,
+    closed_vehicle_keys: frozenset[str] = frozenset(),
+) -> Solution:
+    started = time.monotonic()
+    model = build_model(problem, warm_start, releases=releases, closed_vehicle_keys=closed_vehicle_keys)
     routing, manager = model.routing, model.manager
     watch = SearchWatch(
         engine="ortools", time_limit_seconds=time_limit_seconds, on_progress=on_progress, should_stop=should_stop
