@@ -661,7 +661,7 @@ def _delivery_overrides(
     """Plan changes a delivery is about to override (each becomes a conflict)."""
     out = []
     if stop.status == RouteStop.Status.FAILED or any(
-        leg.status in (LegStatus.FAILED, LegStatus.PLANNED) for leg in legs
+        leg.status == LegStatus.FAILED for leg in legs
     ):
         out.append(
             (
