@@ -75,8 +75,9 @@ MAX_ATTEMPTS = 3
 # the lease is presumed dead and may be taken over.
 HEARTBEAT_SECONDS = 1.0
 LEASE_SECONDS = 15
-# Progress reaches the job row and the channel group at most this often.
-PROGRESS_MIN_INTERVAL_SECONDS = 0.25
+# Progress reaches the job row and the channel group at most this often: never
+# more than 4 messages inside any one second.
+PROGRESS_MIN_INTERVAL_SECONDS = 0.3
 # The recovery sweep re-sends jobs stuck this long (see optimization_job_recover_stale).
 RECOVER_RUNNING_AFTER_SECONDS = 2 * LEASE_SECONDS
 RECOVER_QUEUED_AFTER_SECONDS = 300

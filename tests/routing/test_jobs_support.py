@@ -8,10 +8,14 @@ production would plan.
 
 from __future__ import annotations
 
+import asyncio
 import random
+import threading
+import time as time_module
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
+from channels.layers import DEFAULT_CHANNEL_LAYER, channel_layers
 from django.utils import timezone
 
 from dispatch.models import Vehicle
@@ -76,6 +80,7 @@ def last_mile_day(
     seed: int = 7,
     window: tuple[int, int] = (9, 13),
     weight_kg: str = "2.5",
+    **vehicle_fields,
 ) -> Day:
     """``count`` parcels from Grasse to doors around the Monaco hub, delivered on
     ``day`` inside ``window`` (hours)."""
@@ -91,7 +96,7 @@ def last_mile_day(
         ).shipment
         for _ in range(count)
     ]
-    fleet = [factories.vehicle_make(monaco) for _ in range(vehicles)]
+    fleet = [factories.vehicle_make(monaco, **vehicle_fields) for _ in range(vehicles)]
     return Day(hub=monaco, day=day, vehicles=fleet, shipments=shipments)
 
 
@@ -137,3 +142,65 @@ def mile_legs(shipment: Shipment) -> dict[str, list[Leg]]:
 
 
 MILES = Mile
+
+
+class GroupListener:
+    """Collects what the channel layer delivers to one group, from its own thread
+    and event loop with its own layer instance (as a consumer in another process
+    would), until ``stop``."""
+
+    def __init__(self, group: str):
+        self.group = group
+        self.messages: list[tuple[float, dict]] = []  # (monotonic arrival, message)
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._main()), daemon=True
+        )
+
+    def __enter__(self) -> GroupListener:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("channel layer did not answer")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    async def _main(self) -> None:
+        layer = channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        channel = await layer.new_channel()
+        await layer.group_add(self.group, channel)
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                try:
+                    message = await asyncio.wait_for(layer.receive(channel), 0.2)
+                except TimeoutError:
+                    continue
+                self.messages.append((time_module.monotonic(), message))
+        finally:
+            await layer.group_discard(self.group, channel)
+            flush = getattr(layer, "close_pools", None)
+            if flush is not None:
+                await flush()
+
+    def of_type(self, message_type: str) -> list[dict]:
+        return [m for _, m in self.messages if m.get("type") == message_type]
+
+    def max_rate_per_second(self, message_type: str, clock: str | None = None) -> float:
+        """The highest count of messages of this type inside any one second, by
+        arrival, or by the sender's ``clock`` field (seconds) when given."""
+        times = [
+            m[clock] if clock else t
+            for t, m in self.messages
+            if m.get("type") == message_type
+        ]
+        best = 0
+        for i, start in enumerate(times):
+            best = max(best, sum(1 for t in times[i:] if t - start < 1.0))
+        return float(best)
