@@ -34,7 +34,11 @@ def _check_channel_layer() -> dict:
 
         message = async_to_sync(round_trip)()
     except Exception as exc:
-        return {"ok": False, "backend": type(layer).__name__, "error": type(exc).__name__}
+        return {
+            "ok": False,
+            "backend": type(layer).__name__,
+            "error": type(exc).__name__,
+        }
     return {
         "ok": message.get("type") == "healthz.ping",
         "backend": type(layer).__name__,

@@ -21,7 +21,9 @@ class BodySizeLimitMiddleware:
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
-            return JsonResponse({"detail": "Invalid Content-Length header."}, status=400)
+            return JsonResponse(
+                {"detail": "Invalid Content-Length header."}, status=400
+            )
         if length > limit:
             return JsonResponse(
                 {

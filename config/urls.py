@@ -33,8 +33,16 @@ router.register("drivers", DriverViewSet, basename="driver")
 
 api_v1 = [
     path("auth/token/", TokenLoginApi.as_view(), name="api-token"),
-    path("shipments/import/", shipment_views.ShipmentImportApi.as_view(), name="shipment-import"),
-    path("shipments/bulk/", shipment_views.ShipmentBulkCreateApi.as_view(), name="shipment-bulk"),
+    path(
+        "shipments/import/",
+        shipment_views.ShipmentImportApi.as_view(),
+        name="shipment-import",
+    ),
+    path(
+        "shipments/bulk/",
+        shipment_views.ShipmentBulkCreateApi.as_view(),
+        name="shipment-bulk",
+    ),
     path(
         "shipments/<int:shipment_id>/events/",
         shipment_views.ShipmentEventsApi.as_view(),
@@ -67,7 +75,10 @@ api_v1 = [
 # ``api_urlpatterns`` in their ``api_urls`` module; pages go in ``urls``.
 page_urls = []
 for app in ("routing", "dispatch", "tracking"):
-    for module_name, target in ((f"{app}.api_urls", api_v1), (f"{app}.urls", page_urls)):
+    for module_name, target in (
+        (f"{app}.api_urls", api_v1),
+        (f"{app}.urls", page_urls),
+    ):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -87,7 +98,9 @@ urlpatterns = [
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path(
+        "api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"
+    ),
     path("api/v1/", include(api_v1)),
     *page_urls,
 ]

@@ -47,11 +47,15 @@ class SeedSummary:
 def _jitter(rng: random.Random, lat_lng: tuple[float, float]) -> tuple[float, float]:
     # North of the anchor only: on the Riviera the sea is to the south.
     lat, lng = lat_lng
-    return round(lat + rng.uniform(0, 0.004), 6), round(lng + rng.uniform(-0.003, 0.003), 6)
+    return round(lat + rng.uniform(0, 0.004), 6), round(
+        lng + rng.uniform(-0.003, 0.003), 6
+    )
 
 
 def _ascii(text: str) -> str:
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    return (
+        unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    )
 
 
 def _local(day, hour: int, minute: int = 0) -> datetime:
@@ -65,7 +69,9 @@ def demo_seed(*, seed: int = 7, password: str, shipments: int = 300) -> SeedSumm
 
     hubs = {}
     for code, name, kind, lat_lng, address, radius, cutoffs in network.HUBS:
-        location = Location.objects.create(address=address, latitude=lat_lng[0], longitude=lat_lng[1])
+        location = Location.objects.create(
+            address=address, latitude=lat_lng[0], longitude=lat_lng[1]
+        )
         hubs[code] = Hub.objects.create(
             code=code,
             name=name,
@@ -73,18 +79,28 @@ def demo_seed(*, seed: int = 7, password: str, shipments: int = 300) -> SeedSumm
             location=location,
             service_radius_km=radius,
             cutoff_times=cutoffs,
-            opening_hours={d: ["06:00", "21:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat")},
+            opening_hours={
+                d: ["06:00", "21:00"]
+                for d in ("mon", "tue", "wed", "thu", "fri", "sat")
+            },
             handling_minutes=30,
         )
 
     producers = []
     for name, kind, lat_lng, address in network.PRODUCERS:
         location = Location.objects.create(
-            address=address, latitude=lat_lng[0], longitude=lat_lng[1], contact_name=name
+            address=address,
+            latitude=lat_lng[0],
+            longitude=lat_lng[1],
+            contact_name=name,
         )
         producers.append(
             Party.objects.create(
-                name=name, kind=kind, email="orders@" + _ascii(name).replace(" ", "-").replace("'", "") + ".example",
+                name=name,
+                kind=kind,
+                email="orders@"
+                + _ascii(name).replace(" ", "-").replace("'", "")
+                + ".example",
                 default_location=location,
             )
         )
@@ -97,20 +113,30 @@ def demo_seed(*, seed: int = 7, password: str, shipments: int = 300) -> SeedSumm
         first, last = rng.choice(network.FIRST_NAMES), rng.choice(network.LAST_NAMES)
         address = f"{rng.randint(1, 120)} {rng.choice(network.STREETS)}, {area_name}"
         location = Location.objects.create(
-            address=address, latitude=lat, longitude=lng, contact_name=f"{first} {last}",
+            address=address,
+            latitude=lat,
+            longitude=lng,
+            contact_name=f"{first} {last}",
             contact_phone=f"+33 6 {rng.randint(10, 99)} {rng.randint(10, 99)} {rng.randint(10, 99)} {rng.randint(10, 99)}",
             contact_email=f"{_ascii(first)}.{_ascii(last)}{index}@example.com",
         )
         customers.append(
             Party.objects.create(
-                name=f"{first} {last}", kind=Party.Kind.CONSIGNEE,
-                email=location.contact_email, phone=location.contact_phone,
-                language=rng.choice(["fr", "fr", "en"]), default_location=location,
+                name=f"{first} {last}",
+                kind=Party.Kind.CONSIGNEE,
+                email=location.contact_email,
+                phone=location.contact_phone,
+                language=rng.choice(["fr", "fr", "en"]),
+                default_location=location,
             )
         )
 
     dispatcher = User.objects.create_user(
-        "dispatcher", password=password, first_name="Dana", last_name="Dispatch", is_staff=True
+        "dispatcher",
+        password=password,
+        first_name="Dana",
+        last_name="Dispatch",
+        is_staff=True,
     )
     dispatcher.groups.add(Group.objects.get_or_create(name=DISPATCHER_GROUP)[0])
     Token.objects.create(user=dispatcher)
@@ -166,8 +192,13 @@ def demo_seed(*, seed: int = 7, password: str, shipments: int = 300) -> SeedSumm
             stage, day = "awaiting_pickup", today + timedelta(days=1)
         if is_return:
             stage, day = "awaiting_pickup", today
-        origin_party, destination_party = (customer, producer) if is_return else (producer, customer)
-        origin, destination = origin_party.default_location, destination_party.default_location
+        origin_party, destination_party = (
+            (customer, producer) if is_return else (producer, customer)
+        )
+        origin, destination = (
+            origin_party.default_location,
+            destination_party.default_location,
+        )
         count = rng.choice([1, 1, 1, 2, 2, 3])
         parcels = [
             ParcelInput(
@@ -184,14 +215,20 @@ def demo_seed(*, seed: int = 7, password: str, shipments: int = 300) -> SeedSumm
             destination=_location_dict(destination),
             parcels=parcels,
             service_level=rng.choice(["same_day", "next_day", "next_day", "standard"]),
-            pickup_window_start=_local(today, 8) if stage == "awaiting_pickup" else None,
+            pickup_window_start=_local(today, 8)
+            if stage == "awaiting_pickup"
+            else None,
             pickup_window_end=_local(today, 12) if stage == "awaiting_pickup" else None,
             delivery_window_start=_local(day, start_hour),
             delivery_window_end=_local(day, end_hour),
             is_return=is_return,
-            notes=rng.choice(["", "", "", "Leave with the concierge", "Ring twice", "Fragile: glass"]),
+            notes=rng.choice(
+                ["", "", "", "Leave with the concierge", "Ring twice", "Fragile: glass"]
+            ),
             source="system",
-            now=_local(today - timedelta(days=2), 8) if stage != "awaiting_pickup" else None,
+            now=_local(today - timedelta(days=2), 8)
+            if stage != "awaiting_pickup"
+            else None,
         )
         _advance(created.shipment, stage, today)
         made += 1
@@ -202,9 +239,14 @@ def demo_seed(*, seed: int = 7, password: str, shipments: int = 300) -> SeedSumm
 
     dispatch_summary = demo_dispatch(service_date=today)
     return SeedSummary(
-        hubs=len(hubs), producers=len(producers), customers=len(customers),
-        vehicles=len(vehicles), drivers=driver_count, shipments=made,
-        tracking_urls=tracking_urls, dispatch=dispatch_summary,
+        hubs=len(hubs),
+        producers=len(producers),
+        customers=len(customers),
+        vehicles=len(vehicles),
+        drivers=driver_count,
+        shipments=made,
+        tracking_urls=tracking_urls,
+        dispatch=dispatch_summary,
     )
 
 
@@ -228,7 +270,12 @@ def _advance(shipment, stage: str, today) -> None:
     yesterday = today - timedelta(days=1)
     for index, leg in enumerate(legs[:done]):
         at = _local(yesterday, 8 + 3 * index)
-        for status in (LegStatus.ASSIGNED, LegStatus.IN_TRANSIT, LegStatus.ARRIVED, LegStatus.COMPLETED):
+        for status in (
+            LegStatus.ASSIGNED,
+            LegStatus.IN_TRANSIT,
+            LegStatus.ARRIVED,
+            LegStatus.COMPLETED,
+        ):
             leg_transition(leg_id=leg.pk, to=status, source="system", occurred_at=at)
             at += timedelta(minutes=40)
 

@@ -49,20 +49,42 @@ class LegInline(admin.TabularInline):
 @admin.register(Shipment)
 class ShipmentAdmin(admin.ModelAdmin):
     list_display = [
-        "reference", "shipper", "service_level", "status", "current_mile", "is_at_risk",
-        "promised_by", "created_at",
+        "reference",
+        "shipper",
+        "service_level",
+        "status",
+        "current_mile",
+        "is_at_risk",
+        "promised_by",
+        "created_at",
     ]
     list_filter = ["status", "current_mile", "service_level", "is_at_risk", "is_return"]
     search_fields = ["reference", "parcels__barcode", "consignee__name"]
     readonly_fields = ["status", "current_mile", "tracking_token_hash", "tracking_salt"]
-    raw_id_fields = ["origin", "destination", "original_shipment", "shipper", "consignee"]
+    raw_id_fields = [
+        "origin",
+        "destination",
+        "original_shipment",
+        "shipper",
+        "consignee",
+    ]
     inlines = [ParcelInline, LegInline]
     date_hierarchy = "created_at"
 
 
 @admin.register(Leg)
 class LegAdmin(admin.ModelAdmin):
-    list_display = ["id", "shipment", "sequence", "mile", "mode", "status", "from_hub", "to_hub", "eta"]
+    list_display = [
+        "id",
+        "shipment",
+        "sequence",
+        "mile",
+        "mode",
+        "status",
+        "from_hub",
+        "to_hub",
+        "eta",
+    ]
     list_filter = ["mile", "mode", "status"]
     search_fields = ["shipment__reference"]
     raw_id_fields = ["shipment", "from_location", "to_location", "depends_on"]

@@ -63,10 +63,14 @@ def idempotent(handler=None, *, required: bool = False):
                     raise ValidationError({HEADER: ["This header is required."]})
                 return view_method(self, request, *args, **kwargs)
             if len(key) > MAX_KEY_LENGTH:
-                raise ValidationError({HEADER: [f"At most {MAX_KEY_LENGTH} characters."]})
+                raise ValidationError(
+                    {HEADER: [f"At most {MAX_KEY_LENGTH} characters."]}
+                )
             principal = principal_of(request)
             request_hash = _request_hash(request)
-            existing = IdempotencyRecord.objects.filter(principal=principal, key=key).first()
+            existing = IdempotencyRecord.objects.filter(
+                principal=principal, key=key
+            ).first()
             if existing is not None and existing.status_code:
                 return _replay(existing, request_hash)
             try:
@@ -89,10 +93,14 @@ def idempotent(handler=None, *, required: bool = False):
                     record.response_body = body
                     record.save(update_fields=["status_code", "response_body"])
                     return HttpResponse(
-                        body, status=response.status_code, content_type="application/json"
+                        body,
+                        status=response.status_code,
+                        content_type="application/json",
                     )
             except IntegrityError:
-                existing = IdempotencyRecord.objects.filter(principal=principal, key=key).first()
+                existing = IdempotencyRecord.objects.filter(
+                    principal=principal, key=key
+                ).first()
                 if existing is None or not existing.status_code:
                     raise
                 return _replay(existing, request_hash)

@@ -19,16 +19,41 @@ from .services import CreatedShipment, shipment_create
 
 MAX_ROWS = 5000
 CSV_COLUMNS = [
-    "reference", "shipper_id", "consignee_name", "consignee_email", "consignee_phone",
-    "consignee_language", "origin_address", "origin_latitude", "origin_longitude",
-    "destination_address", "destination_latitude", "destination_longitude", "service_level",
-    "pickup_window_start", "pickup_window_end", "delivery_window_start", "delivery_window_end",
-    "parcel_count", "weight_kg", "volume_m3", "notes", "origin_hub", "destination_hub",
+    "reference",
+    "shipper_id",
+    "consignee_name",
+    "consignee_email",
+    "consignee_phone",
+    "consignee_language",
+    "origin_address",
+    "origin_latitude",
+    "origin_longitude",
+    "destination_address",
+    "destination_latitude",
+    "destination_longitude",
+    "service_level",
+    "pickup_window_start",
+    "pickup_window_end",
+    "delivery_window_start",
+    "delivery_window_end",
+    "parcel_count",
+    "weight_kg",
+    "volume_m3",
+    "notes",
+    "origin_hub",
+    "destination_hub",
 ]
 REQUIRED_COLUMNS = [
-    "reference", "shipper_id", "consignee_name", "origin_address", "origin_latitude",
-    "origin_longitude", "destination_address", "destination_latitude",
-    "destination_longitude", "weight_kg",
+    "reference",
+    "shipper_id",
+    "consignee_name",
+    "origin_address",
+    "origin_latitude",
+    "origin_longitude",
+    "destination_address",
+    "destination_latitude",
+    "destination_longitude",
+    "weight_kg",
 ]
 
 
@@ -54,22 +79,29 @@ def csv_rows_parse(raw: bytes) -> list[dict]:
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
             raise ImportFormatError(
-                f"Missing column(s): {', '.join(missing)}.", field="file", missing_columns=missing
+                f"Missing column(s): {', '.join(missing)}.",
+                field="file",
+                missing_columns=missing,
             )
         unknown = [c for c in header if c not in CSV_COLUMNS]
         if unknown:
             raise ImportFormatError(
-                f"Unknown column(s): {', '.join(unknown)}.", field="file", unknown_columns=unknown
+                f"Unknown column(s): {', '.join(unknown)}.",
+                field="file",
+                unknown_columns=unknown,
             )
         rows = []
         for line in reader:
             if None in line:  # more cells than headers
                 raise ImportFormatError(
-                    f"Row {reader.line_num - 1} has more cells than the header.", field="file"
+                    f"Row {reader.line_num - 1} has more cells than the header.",
+                    field="file",
                 )
             rows.append({k: (v or "").strip() for k, v in line.items()})
             if len(rows) > MAX_ROWS:
-                raise ImportFormatError(f"At most {MAX_ROWS} rows per file.", field="file")
+                raise ImportFormatError(
+                    f"At most {MAX_ROWS} rows per file.", field="file"
+                )
     except csv.Error as exc:
         raise ImportFormatError(f"The CSV is malformed: {exc}.", field="file") from exc
     if not rows:
@@ -152,11 +184,15 @@ def _flatten_errors(errors, prefix=()) -> list[tuple[str, str]]:
     return flat
 
 
-def shipments_import(*, rows: list[dict], actor=None, source: str = "api") -> ImportResult:
+def shipments_import(
+    *, rows: list[dict], actor=None, source: str = "api"
+) -> ImportResult:
     """Validate and create every row, or nothing. Row numbers start at 1."""
     result = ImportResult()
     if len(rows) > MAX_ROWS:
-        result.errors.append({"row": None, "column": None, "message": f"At most {MAX_ROWS} rows."})
+        result.errors.append(
+            {"row": None, "column": None, "message": f"At most {MAX_ROWS} rows."}
+        )
         return result
     serializers = []
     seen: dict[tuple[str, str], int] = {}
@@ -164,13 +200,21 @@ def shipments_import(*, rows: list[dict], actor=None, source: str = "api") -> Im
         serializer = ShipmentInputSerializer(data=row)
         if not serializer.is_valid():
             for column, message in _flatten_errors(serializer.errors):
-                result.errors.append({"row": number, "column": column, "message": message})
+                result.errors.append(
+                    {"row": number, "column": column, "message": message}
+                )
             continue
-        key = (str(serializer.validated_data["shipper"].pk), serializer.validated_data["reference"])
+        key = (
+            str(serializer.validated_data["shipper"].pk),
+            serializer.validated_data["reference"],
+        )
         if key in seen:
             result.errors.append(
-                {"row": number, "column": "reference",
-                 "message": f"Duplicate of row {seen[key]} in this upload."}
+                {
+                    "row": number,
+                    "column": "reference",
+                    "message": f"Duplicate of row {seen[key]} in this upload.",
+                }
             )
             continue
         seen[key] = number

@@ -34,7 +34,8 @@ class Location(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(
-                condition=Q(latitude__gte=-90, latitude__lte=90), name="location_latitude_range"
+                condition=Q(latitude__gte=-90, latitude__lte=90),
+                name="location_latitude_range",
             ),
             models.CheckConstraint(
                 condition=Q(longitude__gte=-180, longitude__lte=180),
@@ -57,12 +58,16 @@ class Hub(models.Model):
     code = models.SlugField(max_length=20, unique=True)
     name = models.CharField(max_length=120)
     kind = models.CharField(max_length=30, choices=Kind.choices)
-    location = models.OneToOneField(Location, on_delete=models.PROTECT, related_name="hub")
+    location = models.OneToOneField(
+        Location, on_delete=models.PROTECT, related_name="hub"
+    )
     # {"mon": ["06:00", "22:00"], ...}; a missing day means closed.
     opening_hours = models.JSONField(default=dict, blank=True)
     # Middle-mile departures, "HH:MM" local time: freight must be in by then.
     cutoff_times = models.JSONField(default=list, blank=True)
-    service_radius_km = models.FloatField(default=30, validators=[MinValueValidator(0.1)])
+    service_radius_km = models.FloatField(
+        default=30, validators=[MinValueValidator(0.1)]
+    )
     handling_minutes = models.PositiveIntegerField(default=30)
     is_active = models.BooleanField(default=True)
 
@@ -106,13 +111,17 @@ class ServiceLevel(models.TextChoices):
 
 
 class Shipment(models.Model):
-    shipper = models.ForeignKey(Party, on_delete=models.PROTECT, related_name="shipments_sent")
+    shipper = models.ForeignKey(
+        Party, on_delete=models.PROTECT, related_name="shipments_sent"
+    )
     consignee = models.ForeignKey(
         Party, on_delete=models.PROTECT, related_name="shipments_received"
     )
     reference = models.CharField(max_length=64)
     origin = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="+")
-    destination = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="+")
+    destination = models.ForeignKey(
+        Location, on_delete=models.PROTECT, related_name="+"
+    )
     origin_hub = models.ForeignKey(
         Hub, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -134,8 +143,12 @@ class Shipment(models.Model):
     )
     # Denormalised from parcels at creation, for planning queries.
     parcel_count = models.PositiveIntegerField(default=0)
-    total_weight_kg = models.DecimalField(max_digits=10, decimal_places=3, default=Decimal(0))
-    total_volume_m3 = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal(0))
+    total_weight_kg = models.DecimalField(
+        max_digits=10, decimal_places=3, default=Decimal(0)
+    )
+    total_volume_m3 = models.DecimalField(
+        max_digits=10, decimal_places=4, default=Decimal(0)
+    )
 
     status = models.CharField(
         max_length=20, choices=ShipmentStatus.choices, default=ShipmentStatus.PLANNED
@@ -152,7 +165,11 @@ class Shipment(models.Model):
     tracking_token_hash = models.CharField(max_length=64, unique=True)
 
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -161,7 +178,8 @@ class Shipment(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(
-                fields=["shipper", "reference"], name="shipment_reference_unique_per_shipper"
+                fields=["shipper", "reference"],
+                name="shipment_reference_unique_per_shipper",
             ),
         ]
         indexes = [
@@ -175,13 +193,18 @@ class Shipment(models.Model):
 
 
 class Parcel(models.Model):
-    shipment = models.ForeignKey(Shipment, on_delete=models.CASCADE, related_name="parcels")
+    shipment = models.ForeignKey(
+        Shipment, on_delete=models.CASCADE, related_name="parcels"
+    )
     barcode = models.CharField(max_length=64, unique=True)
     weight_kg = models.DecimalField(
         max_digits=8, decimal_places=3, validators=[MinValueValidator(Decimal("0.001"))]
     )
     volume_m3 = models.DecimalField(
-        max_digits=8, decimal_places=4, default=Decimal(0), validators=[MinValueValidator(0)]
+        max_digits=8,
+        decimal_places=4,
+        default=Decimal(0),
+        validators=[MinValueValidator(0)],
     )
     description = models.CharField(max_length=200, blank=True)
 
@@ -195,12 +218,20 @@ class Parcel(models.Model):
 class Leg(models.Model):
     """One segment of a shipment's journey; intermodal legs are just legs."""
 
-    shipment = models.ForeignKey(Shipment, on_delete=models.CASCADE, related_name="legs")
+    shipment = models.ForeignKey(
+        Shipment, on_delete=models.CASCADE, related_name="legs"
+    )
     sequence = models.PositiveSmallIntegerField()
     mile = models.CharField(max_length=10, choices=Mile.choices)
-    mode = models.CharField(max_length=20, choices=TransportMode.choices, default=TransportMode.VAN)
-    from_location = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="+")
-    to_location = models.ForeignKey(Location, on_delete=models.PROTECT, related_name="+")
+    mode = models.CharField(
+        max_length=20, choices=TransportMode.choices, default=TransportMode.VAN
+    )
+    from_location = models.ForeignKey(
+        Location, on_delete=models.PROTECT, related_name="+"
+    )
+    to_location = models.ForeignKey(
+        Location, on_delete=models.PROTECT, related_name="+"
+    )
     from_hub = models.ForeignKey(
         Hub, null=True, blank=True, on_delete=models.PROTECT, related_name="legs_out"
     )
@@ -208,9 +239,15 @@ class Leg(models.Model):
         Hub, null=True, blank=True, on_delete=models.PROTECT, related_name="legs_in"
     )
     depends_on = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="dependents"
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="dependents",
     )
-    status = models.CharField(max_length=20, choices=LegStatus.choices, default=LegStatus.PLANNED)
+    status = models.CharField(
+        max_length=20, choices=LegStatus.choices, default=LegStatus.PLANNED
+    )
     planned_departure = models.DateTimeField(null=True, blank=True)
     planned_arrival = models.DateTimeField(null=True, blank=True)
     actual_departure = models.DateTimeField(null=True, blank=True)
@@ -222,7 +259,9 @@ class Leg(models.Model):
     class Meta:
         ordering = ["shipment_id", "sequence"]
         constraints = [
-            models.UniqueConstraint(fields=["shipment", "sequence"], name="leg_sequence_unique"),
+            models.UniqueConstraint(
+                fields=["shipment", "sequence"], name="leg_sequence_unique"
+            ),
         ]
         indexes = [models.Index(fields=["mile", "status"])]
 
@@ -245,25 +284,38 @@ class ShipmentEvent(models.Model):
         CUSTOMER = "customer", "Customer"
 
     id = models.BigAutoField(primary_key=True)
-    shipment = models.ForeignKey(Shipment, on_delete=models.PROTECT, related_name="events")
+    shipment = models.ForeignKey(
+        Shipment, on_delete=models.PROTECT, related_name="events"
+    )
     leg = models.ForeignKey(
         Leg, null=True, blank=True, on_delete=models.PROTECT, related_name="events"
     )
     type = models.CharField(max_length=60)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
     )
     source = models.CharField(max_length=20, choices=Source.choices)
     occurred_at = models.DateTimeField(null=True, blank=True)  # client time, if any
     recorded_at = models.DateTimeField(auto_now_add=True)  # server time
     latitude = models.FloatField(null=True, blank=True, validators=LATITUDE_VALIDATORS)
-    longitude = models.FloatField(null=True, blank=True, validators=LONGITUDE_VALIDATORS)
-    idempotency_key = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    longitude = models.FloatField(
+        null=True, blank=True, validators=LONGITUDE_VALIDATORS
+    )
+    idempotency_key = models.CharField(
+        max_length=100, null=True, blank=True, unique=True
+    )
     payload = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["shipment", "id"]), models.Index(fields=["type"])]
+        indexes = [
+            models.Index(fields=["shipment", "id"]),
+            models.Index(fields=["type"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.type} on {self.shipment_id}"
@@ -298,9 +350,14 @@ class OutboxMessage(models.Model):
         ordering = ["id"]
         indexes = [
             models.Index(
-                fields=["id"], name="outbox_unpublished", condition=Q(published_at__isnull=True)
+                fields=["id"],
+                name="outbox_unpublished",
+                condition=Q(published_at__isnull=True),
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.type} #{self.pk}"
 
 
 class IdempotencyRecord(models.Model):
@@ -312,12 +369,17 @@ class IdempotencyRecord(models.Model):
     path = models.CharField(max_length=300)
     request_hash = models.CharField(max_length=64)
     status_code = models.PositiveSmallIntegerField()
-    response_body = models.TextField(blank=True, default="")  # the rendered JSON, replayed byte for byte
+    response_body = models.TextField(
+        blank=True, default=""
+    )  # the rendered JSON, replayed byte for byte
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["principal", "key"], name="idempotency_key_unique"),
+            models.UniqueConstraint(
+                fields=["principal", "key"], name="idempotency_key_unique"
+            ),
         ]
 
-
+    def __str__(self) -> str:
+        return f"{self.principal} {self.key}"

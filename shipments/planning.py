@@ -21,7 +21,9 @@ from .models import Hub, Location
 from .states import Mile, TransportMode
 
 EARTH_RADIUS_KM = 6371.0
-ROAD_DETOUR_FACTOR = 1.3  # road distance over straight-line distance, typical for cities
+ROAD_DETOUR_FACTOR = (
+    1.3  # road distance over straight-line distance, typical for cities
+)
 AVERAGE_SPEED_KMH = {
     TransportMode.VAN: 35.0,
     TransportMode.CARGO_BIKE: 15.0,
@@ -41,7 +43,10 @@ def distance_km(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
 
 
 def travel_time(a: Location, b: Location, mode: str) -> timedelta:
-    km = distance_km(a.latitude, a.longitude, b.latitude, b.longitude) * ROAD_DETOUR_FACTOR
+    km = (
+        distance_km(a.latitude, a.longitude, b.latitude, b.longitude)
+        * ROAD_DETOUR_FACTOR
+    )
     return timedelta(hours=km / AVERAGE_SPEED_KMH[mode])
 
 
@@ -49,7 +54,9 @@ def hub_nearest(*, latitude: float, longitude: float) -> Hub | None:
     """The nearest active hub whose service radius covers the point."""
     best: tuple[float, Hub] | None = None
     for hub in Hub.objects.filter(is_active=True).select_related("location"):
-        km = distance_km(latitude, longitude, hub.location.latitude, hub.location.longitude)
+        km = distance_km(
+            latitude, longitude, hub.location.latitude, hub.location.longitude
+        )
         if km <= hub.service_radius_km and (best is None or km < best[0]):
             best = (km, hub)
     return best[1] if best else None
@@ -105,7 +112,14 @@ def plan_chain(
     current_hub = start_at_hub
     if start_at_hub is None:
         legs.append(
-            LegPlan(end_mile_in, TransportMode.VAN, origin, origin_hub.location, None, origin_hub)
+            LegPlan(
+                end_mile_in,
+                TransportMode.VAN,
+                origin,
+                origin_hub.location,
+                None,
+                origin_hub,
+            )
         )
         current_hub = origin_hub
     if current_hub.pk != destination_hub.pk:
@@ -169,7 +183,9 @@ def estimate_times(
         is_final = index == len(legs) - 1
         if is_final and delivery_window_start and arrival < delivery_window_start:
             arrival = delivery_window_start
-            departure = arrival - travel_time(leg.from_location, leg.to_location, leg.mode)
+            departure = arrival - travel_time(
+                leg.from_location, leg.to_location, leg.mode
+            )
         timed.append(
             LegPlan(
                 leg.mile,
@@ -182,6 +198,10 @@ def estimate_times(
                 planned_arrival=arrival,
             )
         )
-        handling = timedelta(minutes=leg.to_hub.handling_minutes) if leg.to_hub else timedelta()
+        handling = (
+            timedelta(minutes=leg.to_hub.handling_minutes)
+            if leg.to_hub
+            else timedelta()
+        )
         ready = arrival + handling
     return timed

@@ -9,7 +9,9 @@ from .tracking_tokens import tracking_token_hash
 
 
 def shipment_list_for_dispatch() -> QuerySet[Shipment]:
-    legs = Leg.objects.select_related("from_hub", "to_hub", "from_location", "to_location")
+    legs = Leg.objects.select_related(
+        "from_hub", "to_hub", "from_location", "to_location"
+    )
     return Shipment.objects.select_related(
         "shipper", "consignee", "origin", "destination", "origin_hub", "destination_hub"
     ).prefetch_related("parcels", Prefetch("legs", queryset=legs.order_by("sequence")))

@@ -22,7 +22,14 @@ class LocationSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Location
-        fields = ["address", "latitude", "longitude", "contact_name", "contact_phone", "contact_email"]
+        fields = [
+            "address",
+            "latitude",
+            "longitude",
+            "contact_name",
+            "contact_phone",
+            "contact_email",
+        ]
 
 
 class HubSerializer(serializers.ModelSerializer):
@@ -34,19 +41,35 @@ class HubSerializer(serializers.ModelSerializer):
     class Meta:
         model = Hub
         fields = [
-            "id", "code", "name", "kind", "location", "opening_hours", "cutoff_times",
-            "service_radius_km", "handling_minutes", "is_active",
+            "id",
+            "code",
+            "name",
+            "kind",
+            "location",
+            "opening_hours",
+            "cutoff_times",
+            "service_radius_km",
+            "handling_minutes",
+            "is_active",
         ]
 
     def validate_opening_hours(self, value):
         days = {"mon", "tue", "wed", "thu", "fri", "sat", "sun"}
         if not isinstance(value, dict):
-            raise serializers.ValidationError("Expected an object keyed by day (mon…sun).")
+            raise serializers.ValidationError(
+                "Expected an object keyed by day (mon…sun)."
+            )
         for day, hours in value.items():
             if day not in days:
                 raise serializers.ValidationError(f"Unknown day '{day}'.")
-            if not (isinstance(hours, list) and len(hours) == 2 and all(isinstance(h, str) for h in hours)):
-                raise serializers.ValidationError(f"'{day}' must be [\"HH:MM\", \"HH:MM\"].")
+            if not (
+                isinstance(hours, list)
+                and len(hours) == 2
+                and all(isinstance(h, str) for h in hours)
+            ):
+                raise serializers.ValidationError(
+                    f'\'{day}\' must be ["HH:MM", "HH:MM"].'
+                )
         return value
 
     def create(self, validated_data):
@@ -77,11 +100,18 @@ class ConsigneeInputSerializer(serializers.Serializer):
 
 class ParcelSerializer(serializers.ModelSerializer):
     weight_kg = serializers.DecimalField(
-        max_digits=8, decimal_places=3, min_value=Decimal("0.001"), max_value=MAX_PARCEL_WEIGHT_KG
+        max_digits=8,
+        decimal_places=3,
+        min_value=Decimal("0.001"),
+        max_value=MAX_PARCEL_WEIGHT_KG,
     )
     volume_m3 = serializers.DecimalField(
-        max_digits=8, decimal_places=4, min_value=Decimal(0), max_value=MAX_PARCEL_VOLUME_M3,
-        required=False, default=Decimal(0),
+        max_digits=8,
+        decimal_places=4,
+        min_value=Decimal(0),
+        max_value=MAX_PARCEL_VOLUME_M3,
+        required=False,
+        default=Decimal(0),
     )
     barcode = serializers.RegexField(r"^[A-Za-z0-9\-_.]{4,64}$", required=False)
 
@@ -100,9 +130,23 @@ class LegSerializer(serializers.ModelSerializer):
     class Meta:
         model = Leg
         fields = [
-            "id", "shipment", "sequence", "mile", "mode", "status", "from_hub", "to_hub",
-            "from_address", "to_address", "depends_on", "planned_departure", "planned_arrival",
-            "actual_departure", "actual_arrival", "eta", "attempt_count",
+            "id",
+            "shipment",
+            "sequence",
+            "mile",
+            "mode",
+            "status",
+            "from_hub",
+            "to_hub",
+            "from_address",
+            "to_address",
+            "depends_on",
+            "planned_departure",
+            "planned_arrival",
+            "actual_departure",
+            "actual_arrival",
+            "eta",
+            "attempt_count",
         ]
         read_only_fields = fields
 
@@ -122,11 +166,34 @@ class ShipmentSerializer(serializers.ModelSerializer):
     class Meta:
         model = Shipment
         fields = [
-            "id", "reference", "shipper", "consignee", "origin", "destination", "origin_hub",
-            "destination_hub", "service_level", "pickup_window_start", "pickup_window_end",
-            "delivery_window_start", "delivery_window_end", "promised_by", "notes", "is_return",
-            "original_shipment", "parcel_count", "total_weight_kg", "total_volume_m3", "status",
-            "current_mile", "is_at_risk", "eta", "completed_at", "parcels", "legs", "created_at",
+            "id",
+            "reference",
+            "shipper",
+            "consignee",
+            "origin",
+            "destination",
+            "origin_hub",
+            "destination_hub",
+            "service_level",
+            "pickup_window_start",
+            "pickup_window_end",
+            "delivery_window_start",
+            "delivery_window_end",
+            "promised_by",
+            "notes",
+            "is_return",
+            "original_shipment",
+            "parcel_count",
+            "total_weight_kg",
+            "total_volume_m3",
+            "status",
+            "current_mile",
+            "is_at_risk",
+            "eta",
+            "completed_at",
+            "parcels",
+            "legs",
+            "created_at",
             "updated_at",
         ]
         read_only_fields = fields
@@ -163,26 +230,44 @@ class ShipmentInputSerializer(serializers.Serializer):
     delivery_window_start = serializers.DateTimeField(required=False, allow_null=True)
     delivery_window_end = serializers.DateTimeField(required=False, allow_null=True)
     promised_by = serializers.DateTimeField(required=False, allow_null=True)
-    notes = serializers.CharField(max_length=2000, required=False, allow_blank=True, default="")
+    notes = serializers.CharField(
+        max_length=2000, required=False, allow_blank=True, default=""
+    )
     is_return = serializers.BooleanField(default=False)
-    parcels = ParcelSerializer(many=True, allow_empty=False, max_length=MAX_PARCELS_PER_SHIPMENT)
+    parcels = ParcelSerializer(
+        many=True, allow_empty=False, max_length=MAX_PARCELS_PER_SHIPMENT
+    )
 
     def validate(self, attrs):
         errors = {}
         for kind in ("pickup", "delivery"):
-            start, end = attrs.get(f"{kind}_window_start"), attrs.get(f"{kind}_window_end")
+            start, end = (
+                attrs.get(f"{kind}_window_start"),
+                attrs.get(f"{kind}_window_end"),
+            )
             if start and end and end <= start:
                 errors[f"{kind}_window_end"] = ["The window must end after it starts."]
         pickup_start = attrs.get("pickup_window_start")
         delivery_end = attrs.get("delivery_window_end")
         if pickup_start and delivery_end and delivery_end <= pickup_start:
-            errors["delivery_window_end"] = ["Delivery must end after the pickup window starts."]
+            errors["delivery_window_end"] = [
+                "Delivery must end after the pickup window starts."
+            ]
         promised = attrs.get("promised_by")
         if promised and pickup_start and promised <= pickup_start:
-            errors["promised_by"] = ["The promise must be after the pickup window starts."]
+            errors["promised_by"] = [
+                "The promise must be after the pickup window starts."
+            ]
         shipper = attrs.get("shipper")
-        if shipper and Shipment.objects.filter(shipper=shipper, reference=attrs["reference"]).exists():
-            errors["reference"] = ["This shipper already has a shipment with this reference."]
+        if (
+            shipper
+            and Shipment.objects.filter(
+                shipper=shipper, reference=attrs["reference"]
+            ).exists()
+        ):
+            errors["reference"] = [
+                "This shipper already has a shipment with this reference."
+            ]
         barcodes = [p["barcode"] for p in attrs.get("parcels", []) if p.get("barcode")]
         if len(barcodes) != len(set(barcodes)):
             errors["parcels"] = ["Parcel barcodes must be unique within the shipment."]
@@ -215,19 +300,33 @@ class ShipmentEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = ShipmentEvent
         fields = [
-            "id", "type", "leg", "actor", "source", "occurred_at", "recorded_at", "latitude",
-            "longitude", "payload",
+            "id",
+            "type",
+            "leg",
+            "actor",
+            "source",
+            "occurred_at",
+            "recorded_at",
+            "latitude",
+            "longitude",
+            "payload",
         ]
         read_only_fields = fields
 
 
 class LegTransitionInputSerializer(serializers.Serializer):
-    to = serializers.ChoiceField(choices=[c[0] for c in Leg._meta.get_field("status").choices])
-    reason = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    to = serializers.ChoiceField(
+        choices=[c[0] for c in Leg._meta.get_field("status").choices]
+    )
+    reason = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, default=""
+    )
 
 
 class ShipmentCancelInputSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    reason = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, default=""
+    )
 
 
 class ShipmentReplanInputSerializer(serializers.Serializer):

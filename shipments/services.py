@@ -111,7 +111,9 @@ def shipment_create(
     if promised_by is None:
         promised_by = delivery_window_end or now + SERVICE_LEVEL_PROMISE[service_level]
     start = max(pickup_window_start or now, now)
-    chain = estimate_times(chain, start=start, delivery_window_start=delivery_window_start)
+    chain = estimate_times(
+        chain, start=start, delivery_window_start=delivery_window_start
+    )
 
     salt = tracking_salt_new()
     token = tracking_token_make(salt=salt, version=1)
@@ -161,7 +163,10 @@ def shipment_create(
         source=source,
         actor=actor,
         payload={
-            "legs": [{"id": leg.pk, "mile": leg.mile, "sequence": leg.sequence} for leg in legs],
+            "legs": [
+                {"id": leg.pk, "mile": leg.mile, "sequence": leg.sequence}
+                for leg in legs
+            ],
             "parcel_count": len(parcels),
         },
     )
@@ -169,7 +174,11 @@ def shipment_create(
 
 
 def _legs_create(
-    shipment: Shipment, chain: list[LegPlan], *, first_sequence: int, depends_on: Leg | None
+    shipment: Shipment,
+    chain: list[LegPlan],
+    *,
+    first_sequence: int,
+    depends_on: Leg | None,
 ) -> list[Leg]:
     legs: list[Leg] = []
     previous = depends_on
@@ -204,12 +213,20 @@ def shipment_status_refresh(shipment: Shipment) -> tuple[str, str]:
     new = derive_shipment_status(is_return=shipment.is_return, legs=legs)
     if new != old:
         check_shipment_transition(old, new)
-    open_miles = [mile for mile, status in legs if status not in (LegStatus.COMPLETED, LegStatus.CANCELLED)]
+    open_miles = [
+        mile
+        for mile, status in legs
+        if status not in (LegStatus.COMPLETED, LegStatus.CANCELLED)
+    ]
     shipment.status = new
-    shipment.current_mile = open_miles[0] if open_miles else (legs[-1][0] if legs else "")
+    shipment.current_mile = (
+        open_miles[0] if open_miles else (legs[-1][0] if legs else "")
+    )
     if new in SHIPMENT_TERMINAL and shipment.completed_at is None:
         shipment.completed_at = timezone.now()
-    shipment.save(update_fields=["status", "current_mile", "completed_at", "updated_at"])
+    shipment.save(
+        update_fields=["status", "current_mile", "completed_at", "updated_at"]
+    )
     return old, new
 
 
@@ -288,14 +305,18 @@ def leg_transition(
 
 
 @transaction.atomic
-def shipment_cancel(*, shipment_id: int, actor=None, reason: str = "", source: str = "api") -> Shipment:
+def shipment_cancel(
+    *, shipment_id: int, actor=None, reason: str = "", source: str = "api"
+) -> Shipment:
     shipment = _shipment_lock(shipment_id)
     if shipment.status == ShipmentStatus.CANCELLED:
         return shipment  # cancelling twice is a no-op, not a second event
     check_shipment_transition(shipment.status, ShipmentStatus.CANCELLED)
     legs = list(shipment.legs.select_for_update().order_by("sequence"))
     if any(leg.status in (LegStatus.IN_TRANSIT, LegStatus.ARRIVED) for leg in legs):
-        raise Conflict("A leg of this shipment is under way; it cannot be cancelled now.")
+        raise Conflict(
+            "A leg of this shipment is under way; it cannot be cancelled now."
+        )
     old = shipment.status
     for leg in legs:
         if leg.status not in (LegStatus.COMPLETED, LegStatus.CANCELLED):
@@ -309,7 +330,11 @@ def shipment_cancel(*, shipment_id: int, actor=None, reason: str = "", source: s
         type="shipment.cancelled",
         source=source,
         actor=actor,
-        payload={"shipment_from": old, "shipment_to": shipment.status, "reason": reason},
+        payload={
+            "shipment_from": old,
+            "shipment_to": shipment.status,
+            "reason": reason,
+        },
     )
     return shipment
 
@@ -333,7 +358,9 @@ def shipment_replan(
         raise Conflict(f"The shipment is {shipment.status}; it cannot be re-planned.")
     legs = list(shipment.legs.select_for_update().order_by("sequence"))
     if any(leg.status in (LegStatus.IN_TRANSIT, LegStatus.ARRIVED) for leg in legs):
-        raise Conflict("A leg of this shipment is under way; re-plan once it has arrived.")
+        raise Conflict(
+            "A leg of this shipment is under way; re-plan once it has arrived."
+        )
     done = [leg for leg in legs if leg.status == LegStatus.COMPLETED]
     if destination is not None:
         shipment.destination = location_create(destination)
@@ -349,7 +376,9 @@ def shipment_replan(
         start_at_hub=start_hub,
     )
     chain = estimate_times(
-        chain, start=timezone.now(), delivery_window_start=shipment.delivery_window_start
+        chain,
+        start=timezone.now(),
+        delivery_window_start=shipment.delivery_window_start,
     )
     cancelled = []
     for leg in legs:
@@ -359,7 +388,10 @@ def shipment_replan(
             cancelled.append(leg.pk)
     next_sequence = max(leg.sequence for leg in legs) + 1
     new_legs = _legs_create(
-        shipment, chain, first_sequence=next_sequence, depends_on=done[-1] if done else None
+        shipment,
+        chain,
+        first_sequence=next_sequence,
+        depends_on=done[-1] if done else None,
     )
     shipment.origin_hub = first_hub if not done else shipment.origin_hub
     shipment.destination_hub = last_hub
@@ -373,7 +405,10 @@ def shipment_replan(
         actor=actor,
         payload={
             "cancelled_legs": cancelled,
-            "legs": [{"id": leg.pk, "mile": leg.mile, "sequence": leg.sequence} for leg in new_legs],
+            "legs": [
+                {"id": leg.pk, "mile": leg.mile, "sequence": leg.sequence}
+                for leg in new_legs
+            ],
             "shipment_from": old,
             "shipment_to": new,
         },
@@ -386,9 +421,13 @@ def tracking_link_reissue(*, shipment_id: int, actor=None, source: str = "api") 
     """A new tracking token; the old link stops working at once."""
     shipment = _shipment_lock(shipment_id)
     shipment.tracking_version += 1
-    token = tracking_token_make(salt=shipment.tracking_salt, version=shipment.tracking_version)
+    token = tracking_token_make(
+        salt=shipment.tracking_salt, version=shipment.tracking_version
+    )
     shipment.tracking_token_hash = tracking_token_hash(token)
-    shipment.save(update_fields=["tracking_version", "tracking_token_hash", "updated_at"])
+    shipment.save(
+        update_fields=["tracking_version", "tracking_token_hash", "updated_at"]
+    )
     event_record(
         shipment=shipment,
         type="tracking_link.reissued",
@@ -400,7 +439,9 @@ def tracking_link_reissue(*, shipment_id: int, actor=None, source: str = "api") 
 
 
 def shipment_tracking_token(shipment: Shipment) -> str:
-    return tracking_token_make(salt=shipment.tracking_salt, version=shipment.tracking_version)
+    return tracking_token_make(
+        salt=shipment.tracking_salt, version=shipment.tracking_version
+    )
 
 
 def legs_started(shipment: Shipment) -> bool:

@@ -70,17 +70,27 @@ class ShipmentStatus(models.TextChoices):
 
 _S = ShipmentStatus
 SHIPMENT_TRANSITIONS: dict[str, frozenset[str]] = {
-    _S.PLANNED: frozenset({_S.PICKED_UP, _S.RETURNING, _S.CANCELLED, _S.DELIVERY_FAILED}),
+    _S.PLANNED: frozenset(
+        {_S.PICKED_UP, _S.RETURNING, _S.CANCELLED, _S.DELIVERY_FAILED}
+    ),
     _S.PICKED_UP: frozenset({_S.AT_HUB, _S.IN_TRANSIT, _S.DELIVERY_FAILED}),
     _S.AT_HUB: frozenset(
-        {_S.IN_TRANSIT, _S.OUT_FOR_DELIVERY, _S.RETURNING, _S.CANCELLED, _S.DELIVERY_FAILED}
+        {
+            _S.IN_TRANSIT,
+            _S.OUT_FOR_DELIVERY,
+            _S.RETURNING,
+            _S.CANCELLED,
+            _S.DELIVERY_FAILED,
+        }
     ),
     _S.IN_TRANSIT: frozenset({_S.AT_HUB, _S.OUT_FOR_DELIVERY, _S.DELIVERY_FAILED}),
     _S.OUT_FOR_DELIVERY: frozenset({_S.DELIVERED, _S.DELIVERY_FAILED, _S.AT_HUB}),
     _S.DELIVERY_FAILED: frozenset(
         {_S.AT_HUB, _S.OUT_FOR_DELIVERY, _S.PLANNED, _S.RETURNING, _S.CANCELLED}
     ),
-    _S.RETURNING: frozenset({_S.AT_HUB, _S.RETURNED, _S.IN_TRANSIT, _S.DELIVERY_FAILED}),
+    _S.RETURNING: frozenset(
+        {_S.AT_HUB, _S.RETURNED, _S.IN_TRANSIT, _S.DELIVERY_FAILED}
+    ),
     _S.DELIVERED: frozenset(),
     _S.RETURNED: frozenset(),
     _S.CANCELLED: frozenset(),
@@ -93,7 +103,9 @@ class InvalidTransition(Exception):
 
     code = "invalid_transition"
 
-    def __init__(self, *, entity: str, current: str, target: str, allowed: frozenset[str]):
+    def __init__(
+        self, *, entity: str, current: str, target: str, allowed: frozenset[str]
+    ):
         self.entity = entity
         self.current = current
         self.target = target
@@ -107,7 +119,9 @@ class InvalidTransition(Exception):
 def check_leg_transition(current: str, target: str) -> None:
     allowed = LEG_TRANSITIONS[current]
     if target not in allowed:
-        raise InvalidTransition(entity="leg", current=current, target=target, allowed=allowed)
+        raise InvalidTransition(
+            entity="leg", current=current, target=target, allowed=allowed
+        )
 
 
 def check_shipment_transition(current: str, target: str) -> None:

@@ -21,7 +21,9 @@ def tracking_salt_new() -> str:
 
 def tracking_token_make(*, salt: str, version: int) -> str:
     secret = getattr(settings, "TRACKING_TOKEN_SECRET", "") or settings.SECRET_KEY
-    digest = hmac.new(secret.encode(), f"{salt}:{version}".encode(), hashlib.sha256).digest()
+    digest = hmac.new(
+        secret.encode(), f"{salt}:{version}".encode(), hashlib.sha256
+    ).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 

@@ -68,17 +68,36 @@ class ShipmentFilter(django_filters.FilterSet):
     at_risk = django_filters.BooleanFilter(field_name="is_at_risk")
     is_return = django_filters.BooleanFilter()
     hub = django_filters.CharFilter(method="filter_hub", label="Hub code (either end)")
-    date = django_filters.DateFilter(method="filter_date", label="Promised on this date")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
-    q = django_filters.CharFilter(method="filter_search", label="Reference or parcel barcode")
+    date = django_filters.DateFilter(
+        method="filter_date", label="Promised on this date"
+    )
+    created_after = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="gte"
+    )
+    created_before = django_filters.IsoDateTimeFilter(
+        field_name="created_at", lookup_expr="lt"
+    )
+    q = django_filters.CharFilter(
+        method="filter_search", label="Reference or parcel barcode"
+    )
 
     class Meta:
         model = Shipment
-        fields = ["status", "mile", "service_level", "at_risk", "is_return", "hub", "date", "q"]
+        fields = [
+            "status",
+            "mile",
+            "service_level",
+            "at_risk",
+            "is_return",
+            "hub",
+            "date",
+            "q",
+        ]
 
     def filter_hub(self, queryset, name, value):
-        return queryset.filter(Q(origin_hub__code=value) | Q(destination_hub__code=value))
+        return queryset.filter(
+            Q(origin_hub__code=value) | Q(destination_hub__code=value)
+        )
 
     def filter_date(self, queryset, name, value):
         return queryset.filter(promised_by__date=value)
@@ -88,7 +107,9 @@ class ShipmentFilter(django_filters.FilterSet):
         return queryset.filter(matching).distinct()
 
 
-class ShipmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class ShipmentViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     """Shipments across all miles. ``POST`` creates one and plans its legs."""
 
     serializer_class = ShipmentSerializer
@@ -122,7 +143,9 @@ class ShipmentEventsApi(APIView):
 
     @extend_schema(
         responses=ShipmentEventSerializer(many=True),
-        parameters=[OpenApiParameter("after_id", int, description="Only events after this id")],
+        parameters=[
+            OpenApiParameter("after_id", int, description="Only events after this id")
+        ],
     )
     def get(self, request, shipment_id: int):
         shipment = get_object_or_404(Shipment, pk=shipment_id)
@@ -130,7 +153,9 @@ class ShipmentEventsApi(APIView):
         after = request.query_params.get("after_id")
         if after is not None:
             if not after.isdigit():
-                raise serializers.ValidationError({"after_id": ["Expected an integer."]})
+                raise serializers.ValidationError(
+                    {"after_id": ["Expected an integer."]}
+                )
             events = events.filter(id__gt=int(after))
         return Response(ShipmentEventSerializer(events[:1000], many=True).data)
 
@@ -146,7 +171,9 @@ class ShipmentCancelApi(APIView):
         payload = ShipmentCancelInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         get_object_or_404(Shipment, pk=shipment_id)
-        shipment_cancel(shipment_id=shipment_id, actor=request.user, **payload.validated_data)
+        shipment_cancel(
+            shipment_id=shipment_id, actor=request.user, **payload.validated_data
+        )
         shipment = shipment_list_for_dispatch().get(pk=shipment_id)
         return Response(ShipmentSerializer(shipment).data)
 
@@ -162,7 +189,9 @@ class ShipmentReplanApi(APIView):
         payload = ShipmentReplanInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         get_object_or_404(Shipment, pk=shipment_id)
-        shipment_replan(shipment_id=shipment_id, actor=request.user, **payload.validated_data)
+        shipment_replan(
+            shipment_id=shipment_id, actor=request.user, **payload.validated_data
+        )
         shipment = shipment_list_for_dispatch().get(pk=shipment_id)
         return Response(ShipmentSerializer(shipment).data)
 
@@ -170,7 +199,9 @@ class ShipmentReplanApi(APIView):
 class ShipmentTrackingLinkApi(APIView):
     """Issue a new tracking link; the old one stops working."""
 
-    @extend_schema(request=None, responses=TrackingLinkSerializer, parameters=[IDEMPOTENCY_HEADER])
+    @extend_schema(
+        request=None, responses=TrackingLinkSerializer, parameters=[IDEMPOTENCY_HEADER]
+    )
     @idempotent
     def post(self, request, shipment_id: int):
         get_object_or_404(Shipment, pk=shipment_id)
@@ -190,12 +221,18 @@ IMPORT_RESULT = inline_serializer(
 def _import_response(result):
     if result.errors:
         return Response(
-            {"code": "import_invalid", "detail": "Nothing was imported.", "errors": result.errors},
+            {
+                "code": "import_invalid",
+                "detail": "Nothing was imported.",
+                "errors": result.errors,
+            },
             status=status.HTTP_400_BAD_REQUEST,
         )
     shipments = {
         s.pk: s
-        for s in shipment_list_for_dispatch().filter(pk__in=[c.shipment.pk for c in result.created])
+        for s in shipment_list_for_dispatch().filter(
+            pk__in=[c.shipment.pk for c in result.created]
+        )
     }
     body = [
         ShipmentCreatedSerializer(
@@ -203,7 +240,9 @@ def _import_response(result):
         ).data
         for c in result.created
     ]
-    return Response({"created": len(body), "shipments": body}, status=status.HTTP_201_CREATED)
+    return Response(
+        {"created": len(body), "shipments": body}, status=status.HTTP_201_CREATED
+    )
 
 
 class ShipmentImportApi(APIView):
@@ -224,7 +263,9 @@ class ShipmentImportApi(APIView):
     def post(self, request):
         upload = request.FILES.get("file")
         if upload is None:
-            raise serializers.ValidationError({"file": ["Upload a CSV file in the field 'file'."]})
+            raise serializers.ValidationError(
+                {"file": ["Upload a CSV file in the field 'file'."]}
+            )
         rows = csv_rows_parse(upload.read())
         result = shipments_import(rows=rows, actor=request.user, source="api")
         return _import_response(result)
@@ -243,7 +284,9 @@ class ShipmentBulkCreateApi(APIView):
     @idempotent
     def post(self, request):
         if not isinstance(request.data, list) or not request.data:
-            raise serializers.ValidationError({"non_field_errors": ["Expected a non-empty list."]})
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Expected a non-empty list."]}
+            )
         result = shipments_import(rows=request.data, actor=request.user, source="api")
         return _import_response(result)
 
@@ -261,8 +304,12 @@ class LegFilter(django_filters.FilterSet):
         return queryset.filter(Q(from_hub__code=value) | Q(to_hub__code=value))
 
 
-class LegViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    queryset = Leg.objects.select_related("from_hub", "to_hub", "from_location", "to_location")
+class LegViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
+    queryset = Leg.objects.select_related(
+        "from_hub", "to_hub", "from_location", "to_location"
+    )
     serializer_class = LegSerializer
     filterset_class = LegFilter
     lookup_value_regex = r"\d+"
@@ -272,7 +319,9 @@ class LegTransitionApi(APIView):
     """Move a leg through its state machine; 409 names the current and allowed states."""
 
     @extend_schema(
-        request=LegTransitionInputSerializer, responses=LegSerializer, parameters=[IDEMPOTENCY_HEADER]
+        request=LegTransitionInputSerializer,
+        responses=LegSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request, leg_id: int):

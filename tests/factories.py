@@ -47,16 +47,22 @@ def hub_make(code: str, lat_lng, **kwargs) -> Hub:
         "kind": Hub.Kind.DEPOT,
         "service_radius_km": 12,
         "cutoff_times": ["12:00", "20:00"],
-        "opening_hours": {d: ["06:00", "22:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat")},
+        "opening_hours": {
+            d: ["06:00", "22:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat")
+        },
         "handling_minutes": 30,
     }
     defaults.update(kwargs)
-    return Hub.objects.create(code=code, location=location_make(lat_lng, address=f"{code} hub"), **defaults)
+    return Hub.objects.create(
+        code=code, location=location_make(lat_lng, address=f"{code} hub"), **defaults
+    )
 
 
 def hub_network() -> tuple[Hub, Hub]:
     """A regional DC near Nice (covering Grasse and Nice) and a Monaco city hub."""
-    dc = hub_make("nce-dc", NICE_DC, kind=Hub.Kind.DISTRIBUTION_CENTER, service_radius_km=30)
+    dc = hub_make(
+        "nce-dc", NICE_DC, kind=Hub.Kind.DISTRIBUTION_CENTER, service_radius_km=30
+    )
     monaco = hub_make("mco-hub", MONACO_HUB, service_radius_km=6)
     return dc, monaco
 
@@ -86,7 +92,11 @@ def shipment_make(
         shipper=shipper or party_make(),
         consignee=party_make(Party.Kind.CONSIGNEE, language="en"),
         reference=kwargs.pop("reference", f"REF-{next(_counter):06d}"),
-        origin={"address": "Origin street 1", "latitude": origin[0], "longitude": origin[1]},
+        origin={
+            "address": "Origin street 1",
+            "latitude": origin[0],
+            "longitude": origin[1],
+        },
         destination={
             "address": "Destination street 2",
             "latitude": destination[0],
@@ -96,8 +106,12 @@ def shipment_make(
         },
         parcels=[ParcelInput(weight_kg=Decimal(weight_kg)) for _ in range(parcels)],
         service_level=kwargs.pop("service_level", "next_day"),
-        delivery_window_start=kwargs.pop("delivery_window_start", now + timedelta(days=1)),
-        delivery_window_end=kwargs.pop("delivery_window_end", now + timedelta(days=1, hours=4)),
+        delivery_window_start=kwargs.pop(
+            "delivery_window_start", now + timedelta(days=1)
+        ),
+        delivery_window_end=kwargs.pop(
+            "delivery_window_end", now + timedelta(days=1, hours=4)
+        ),
         **kwargs,
     )
 

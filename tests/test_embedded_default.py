@@ -39,7 +39,11 @@ def _free_port() -> int:
 
 @pytest.fixture
 def embedded_env(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "SECURE_SSL_REDIRECT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "SECURE_SSL_REDIRECT")
+    }
     env.update(
         DEBUG="true",
         DJANGO_SETTINGS_MODULE="config.settings.base",
@@ -50,8 +54,14 @@ def embedded_env(tmp_path):
 
 def _manage(env, *args, **kwargs):
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=120, check=True, **kwargs,
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        **kwargs,
     )
 
 
@@ -62,8 +72,20 @@ def test_the_embedded_default_serves_the_api_on_sqlite(embedded_env):
     shipper = int(out.split("SHIPPER ")[1].split()[0])
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=embedded_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "config.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=embedded_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         base = f"http://127.0.0.1:{port}"
@@ -89,15 +111,25 @@ def test_the_embedded_default_serves_the_api_on_sqlite(embedded_env):
                 "reference": "SMOKE-1",
                 "shipper": shipper,
                 "consignee": {"name": "Smoke"},
-                "origin": {"address": "Port Hercule", "latitude": 43.7347, "longitude": 7.4206},
-                "destination": {"address": "Casino", "latitude": 43.7396, "longitude": 7.4276},
+                "origin": {
+                    "address": "Port Hercule",
+                    "latitude": 43.7347,
+                    "longitude": 7.4206,
+                },
+                "destination": {
+                    "address": "Casino",
+                    "latitude": 43.7396,
+                    "longitude": 7.4276,
+                },
                 "parcels": [{"weight_kg": "1.5"}],
             },
             timeout=10,
         )
         assert created.status_code == 201, created.text
         shipment_id = created.json()["id"]
-        read = httpx.get(f"{base}/api/v1/shipments/{shipment_id}/", headers=headers, timeout=10)
+        read = httpx.get(
+            f"{base}/api/v1/shipments/{shipment_id}/", headers=headers, timeout=10
+        )
         assert read.status_code == 200
         assert read.json()["reference"] == "SMOKE-1"
         assert [leg["mile"] for leg in read.json()["legs"]] == ["first", "last"]
@@ -107,9 +139,18 @@ def test_the_embedded_default_serves_the_api_on_sqlite(embedded_env):
 
 
 def test_production_settings_refuse_to_start_without_a_secret(embedded_env):
-    env = dict(embedded_env, DEBUG="false", DATABASE_URL="postgres://postgres@127.0.0.1:5432/allmile")
+    env = dict(
+        embedded_env,
+        DEBUG="false",
+        DATABASE_URL="postgres://postgres@127.0.0.1:5432/allmile",
+    )
     result = subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "SECRET_KEY is required" in result.stderr
@@ -126,7 +167,11 @@ def test_check_deploy_is_clean_under_production_settings(embedded_env):
     )
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout

@@ -50,7 +50,9 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
+ALLOWED_HOSTS = env.list(
+    "ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else []
+)
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 TIME_ZONE = env.str("TIME_ZONE", default="Europe/Paris")
 USE_TZ = True
@@ -122,7 +124,9 @@ elif DEBUG:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": env.str("SQLITE_PATH", default=str(BASE_DIR / ".local" / "allmile.sqlite3")),
+            "NAME": env.str(
+                "SQLITE_PATH", default=str(BASE_DIR / ".local" / "allmile.sqlite3")
+            ),
             "OPTIONS": {"timeout": 20},
         }
     }
@@ -159,7 +163,9 @@ else:
 # The longest task (an optimization job) runs at most ROUTING_MAX_TIME_LIMIT_SECONDS;
 # the visibility timeout must exceed it, or Redis re-delivers a running task.
 ROUTING_MAX_TIME_LIMIT_SECONDS = env.int("ROUTING_MAX_TIME_LIMIT_SECONDS", default=600)
-CELERY_VISIBILITY_TIMEOUT_SECONDS = env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=3600)
+CELERY_VISIBILITY_TIMEOUT_SECONDS = env.int(
+    "CELERY_VISIBILITY_TIMEOUT_SECONDS", default=3600
+)
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = EMBEDDED
@@ -172,7 +178,9 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS
+}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
     "visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS
 }
@@ -202,7 +210,9 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
 # A 20 MB body is refused before it is parsed; CSV imports and POD photos stay well below.
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=5 * 1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int(
+    "DATA_UPLOAD_MAX_MEMORY_SIZE", default=5 * 1024 * 1024
+)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
 # Whole-body cap, checked before parsing (POD photos and CSV files included).
@@ -267,7 +277,9 @@ SPECTACULAR_SETTINGS = {
 # ---------------------------------------------------------------------------
 # Allmile
 # ---------------------------------------------------------------------------
-ALLMILE_PUBLIC_BASE_URL = env.str("ALLMILE_PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+ALLMILE_PUBLIC_BASE_URL = env.str(
+    "ALLMILE_PUBLIC_BASE_URL", default="http://127.0.0.1:8000"
+)
 IDEMPOTENCY_KEY_TTL = timedelta(hours=env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=48))
 TRACKING_LINK_EXPIRY_DAYS = env.int("TRACKING_LINK_EXPIRY_DAYS", default=14)
 OSRM_BASE_URL = env.str("OSRM_BASE_URL", default="")
@@ -276,7 +288,9 @@ MAP_TILE_URL = env.str("MAP_TILE_URL", default="")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.request": {"level": "ERROR"}, "httpx": {"level": "WARNING"}},

@@ -15,19 +15,27 @@ def body_for(shipper, reference="IDEM-1"):
         "reference": reference,
         "shipper": shipper.pk,
         "consignee": {"name": "Lou"},
-        "origin": {"address": "Grasse", "latitude": factories.GRASSE[0], "longitude": factories.GRASSE[1]},
+        "origin": {
+            "address": "Grasse",
+            "latitude": factories.GRASSE[0],
+            "longitude": factories.GRASSE[1],
+        },
         "destination": {"address": "Monaco", "latitude": 43.7396, "longitude": 7.4276},
         "parcels": [{"weight_kg": "2"}],
     }
 
 
 @pytest.mark.django_db
-def test_a_retried_request_creates_one_shipment_and_replays_the_first_answer(hubs, dispatcher_client):
+def test_a_retried_request_creates_one_shipment_and_replays_the_first_answer(
+    hubs, dispatcher_client
+):
     shipper = factories.party_make()
     headers = {"HTTP_IDEMPOTENCY_KEY": "create-idem-1"}
 
     answers = [
-        dispatcher_client.post("/api/v1/shipments/", body_for(shipper), format="json", **headers)
+        dispatcher_client.post(
+            "/api/v1/shipments/", body_for(shipper), format="json", **headers
+        )
         for _ in range(3)
     ]
 
@@ -41,10 +49,15 @@ def test_a_retried_request_creates_one_shipment_and_replays_the_first_answer(hub
 def test_the_same_key_with_a_different_body_is_422(hubs, dispatcher_client):
     shipper = factories.party_make()
     headers = {"HTTP_IDEMPOTENCY_KEY": "create-idem-2"}
-    first = dispatcher_client.post("/api/v1/shipments/", body_for(shipper), format="json", **headers)
+    first = dispatcher_client.post(
+        "/api/v1/shipments/", body_for(shipper), format="json", **headers
+    )
 
     second = dispatcher_client.post(
-        "/api/v1/shipments/", body_for(shipper, reference="IDEM-OTHER"), format="json", **headers
+        "/api/v1/shipments/",
+        body_for(shipper, reference="IDEM-OTHER"),
+        format="json",
+        **headers,
     )
 
     assert first.status_code == 201
@@ -57,11 +70,17 @@ def test_the_same_key_with_a_different_body_is_422(hubs, dispatcher_client):
 def test_keys_are_scoped_per_principal(hubs, dispatcher_client):
     shipper = factories.party_make()
     other = APIClient()
-    other.credentials(HTTP_AUTHORIZATION=f"Token {factories.dispatcher_make().auth_token.key}")
+    other.credentials(
+        HTTP_AUTHORIZATION=f"Token {factories.dispatcher_make().auth_token.key}"
+    )
     headers = {"HTTP_IDEMPOTENCY_KEY": "shared-key"}
 
-    first = dispatcher_client.post("/api/v1/shipments/", body_for(shipper, "SCOPE-1"), format="json", **headers)
-    second = other.post("/api/v1/shipments/", body_for(shipper, "SCOPE-2"), format="json", **headers)
+    first = dispatcher_client.post(
+        "/api/v1/shipments/", body_for(shipper, "SCOPE-1"), format="json", **headers
+    )
+    second = other.post(
+        "/api/v1/shipments/", body_for(shipper, "SCOPE-2"), format="json", **headers
+    )
 
     assert (first.status_code, second.status_code) == (201, 201)
     assert first.json()["id"] != second.json()["id"]
@@ -74,7 +93,12 @@ def test_a_refused_request_stores_nothing_and_can_be_corrected(hubs, dispatcher_
     bad["origin"]["latitude"] = 95
     headers = {"HTTP_IDEMPOTENCY_KEY": "fix-me"}
 
-    assert dispatcher_client.post("/api/v1/shipments/", bad, format="json", **headers).status_code == 400
+    assert (
+        dispatcher_client.post(
+            "/api/v1/shipments/", bad, format="json", **headers
+        ).status_code
+        == 400
+    )
     assert not IdempotencyRecord.objects.filter(key="fix-me").exists()
 
 
@@ -90,7 +114,9 @@ def test_ten_concurrent_sends_of_one_key_have_one_effect(hubs, dispatcher):
         try:
             barrier.wait(timeout=10)
             response = client.post(
-                "/api/v1/shipments/", body_for(shipper, "RACE-1"), format="json",
+                "/api/v1/shipments/",
+                body_for(shipper, "RACE-1"),
+                format="json",
                 HTTP_IDEMPOTENCY_KEY="race-key",
             )
             results.append((response.status_code, response.content))

@@ -16,7 +16,14 @@ HEADER = (
 )
 
 
-def row(shipper_id, reference, dest_lat="43.7396", weight="4", count="2", email="a@example.com"):
+def row(
+    shipper_id,
+    reference,
+    dest_lat="43.7396",
+    weight="4",
+    count="2",
+    email="a@example.com",
+):
     return (
         f"{reference},{shipper_id},Ana,{email},Grasse,43.6589,6.9236,Monaco,{dest_lat},7.4276,"
         f"next_day,{count},{weight},0.01\n"
@@ -31,14 +38,19 @@ def upload(client, text: str):
 
 def test_a_valid_csv_imports_every_row(hubs, dispatcher_client):
     shipper = factories.party_make()
-    text = HEADER + row(shipper.pk, "CSV-1") + row(shipper.pk, "CSV-2", count="1", weight="1.5")
+    text = (
+        HEADER
+        + row(shipper.pk, "CSV-1")
+        + row(shipper.pk, "CSV-2", count="1", weight="1.5")
+    )
 
     response = upload(dispatcher_client, text)
 
     assert response.status_code == 201, response.content
     assert response.json()["created"] == 2
     one = Shipment.objects.get(reference="CSV-1")
-    assert one.parcel_count == 2 and str(one.total_weight_kg) == "4.000"
+    assert one.parcel_count == 2
+    assert str(one.total_weight_kg) == "4.000"
     assert all(s["tracking_url"] for s in response.json()["shipments"])
 
 
@@ -75,7 +87,11 @@ def test_a_row_whose_origin_no_hub_serves_is_reported(hubs, dispatcher_client):
 
     assert response.status_code == 400
     assert response.json()["errors"] == [
-        {"row": 2, "column": "origin", "message": response.json()["errors"][0]["message"]}
+        {
+            "row": 2,
+            "column": "origin",
+            "message": response.json()["errors"][0]["message"],
+        }
     ]
     assert Shipment.objects.count() == 0
 
@@ -101,12 +117,16 @@ def test_a_malformed_csv_is_a_400_and_imports_nothing(hubs, dispatcher_client, t
 def test_a_non_utf8_file_is_a_400(hubs, dispatcher_client):
     file = io.BytesIO(b"\xff\xfe\x00\x00binary")
     file.name = "x.csv"
-    response = dispatcher_client.post("/api/v1/shipments/import/", {"file": file}, format="multipart")
+    response = dispatcher_client.post(
+        "/api/v1/shipments/import/", {"file": file}, format="multipart"
+    )
     assert response.status_code == 400
 
 
 def test_a_missing_file_is_a_400(hubs, dispatcher_client):
-    response = dispatcher_client.post("/api/v1/shipments/import/", {}, format="multipart")
+    response = dispatcher_client.post(
+        "/api/v1/shipments/import/", {}, format="multipart"
+    )
     assert response.status_code == 400
     assert "file" in response.json()
 
@@ -124,13 +144,22 @@ def test_bulk_json_creates_all_or_nothing(hubs, dispatcher_client):
             "parcels": [{"weight_kg": "1"}],
         }
 
-    bad = dispatcher_client.post("/api/v1/shipments/bulk/", [item("B-1"), item("B-2", lat=123)], format="json")
+    bad = dispatcher_client.post(
+        "/api/v1/shipments/bulk/", [item("B-1"), item("B-2", lat=123)], format="json"
+    )
     assert bad.status_code == 400
     assert bad.json()["errors"][0]["row"] == 2
     assert Shipment.objects.count() == 0
 
-    good = dispatcher_client.post("/api/v1/shipments/bulk/", [item("B-1"), item("B-2")], format="json")
+    good = dispatcher_client.post(
+        "/api/v1/shipments/bulk/", [item("B-1"), item("B-2")], format="json"
+    )
     assert good.status_code == 201
     assert Shipment.objects.count() == 2
 
-    assert dispatcher_client.post("/api/v1/shipments/bulk/", {"not": "a list"}, format="json").status_code == 400
+    assert (
+        dispatcher_client.post(
+            "/api/v1/shipments/bulk/", {"not": "a list"}, format="json"
+        ).status_code
+        == 400
+    )

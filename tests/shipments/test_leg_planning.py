@@ -12,7 +12,9 @@ pytestmark = pytest.mark.django_db
 
 def test_different_origin_and_destination_hubs_plan_three_legs(hubs):
     dc, monaco = hubs
-    shipment = factories.shipment_make(origin=factories.GRASSE, destination=factories.MONACO_CASINO).shipment
+    shipment = factories.shipment_make(
+        origin=factories.GRASSE, destination=factories.MONACO_CASINO
+    ).shipment
 
     legs = list(shipment.legs.order_by("sequence"))
 
@@ -44,17 +46,22 @@ def test_middle_mile_departs_at_a_hub_cutoff(hubs):
 
 def test_same_hub_at_both_ends_skips_the_middle_leg(hubs):
     dc, _ = hubs
-    shipment = factories.shipment_make(origin=factories.GRASSE, destination=factories.NICE_CENTER).shipment
+    shipment = factories.shipment_make(
+        origin=factories.GRASSE, destination=factories.NICE_CENTER
+    ).shipment
 
     legs = list(shipment.legs.order_by("sequence"))
 
     assert [leg.mile for leg in legs] == [Mile.FIRST, Mile.LAST]
-    assert legs[0].to_hub == dc and legs[1].from_hub == dc
+    assert legs[0].to_hub == dc
+    assert legs[1].from_hub == dc
 
 
 def test_a_return_plans_the_chain_in_reverse(hubs):
     dc, monaco = hubs
-    original = factories.shipment_make(origin=factories.GRASSE, destination=factories.MONACO_CASINO).shipment
+    original = factories.shipment_make(
+        origin=factories.GRASSE, destination=factories.MONACO_CASINO
+    ).shipment
 
     returned = factories.shipment_make(
         origin=factories.MONACO_CASINO,
@@ -63,34 +70,55 @@ def test_a_return_plans_the_chain_in_reverse(hubs):
         original_shipment=original,
     ).shipment
 
-    forward = [(leg.from_hub_id, leg.to_hub_id) for leg in original.legs.order_by("sequence")]
-    backward = [(leg.from_hub_id, leg.to_hub_id) for leg in returned.legs.order_by("sequence")]
+    forward = [
+        (leg.from_hub_id, leg.to_hub_id) for leg in original.legs.order_by("sequence")
+    ]
+    backward = [
+        (leg.from_hub_id, leg.to_hub_id) for leg in returned.legs.order_by("sequence")
+    ]
     assert backward == [(b, a) for a, b in reversed(forward)]
     assert [leg.mile for leg in returned.legs.order_by("sequence")] == [
         Mile.RETURN,
         Mile.MIDDLE,
         Mile.RETURN,
     ]
-    assert returned.is_return and returned.original_shipment == original
+    assert returned.is_return
+    assert returned.original_shipment == original
 
 
 def test_an_origin_with_no_reachable_hub_is_refused_and_nothing_is_saved(hubs):
-    counts = (Shipment.objects.count(), Leg.objects.count(), Location.objects.count(), ShipmentEvent.objects.count())
+    counts = (
+        Shipment.objects.count(),
+        Leg.objects.count(),
+        Location.objects.count(),
+        ShipmentEvent.objects.count(),
+    )
 
     with pytest.raises(NoReachableHub) as raised:
         factories.shipment_make(origin=factories.PARIS)
 
     assert raised.value.field == "origin"
-    assert counts == (Shipment.objects.count(), Leg.objects.count(), Location.objects.count(), ShipmentEvent.objects.count())
+    assert counts == (
+        Shipment.objects.count(),
+        Leg.objects.count(),
+        Location.objects.count(),
+        ShipmentEvent.objects.count(),
+    )
 
 
-def test_an_unreachable_origin_through_the_api_is_a_400_naming_the_field(hubs, dispatcher_client):
+def test_an_unreachable_origin_through_the_api_is_a_400_naming_the_field(
+    hubs, dispatcher_client
+):
     shipper = factories.party_make()
     body = {
         "reference": "PARIS-1",
         "shipper": shipper.pk,
         "consignee": {"name": "Jean"},
-        "origin": {"address": "Paris", "latitude": factories.PARIS[0], "longitude": factories.PARIS[1]},
+        "origin": {
+            "address": "Paris",
+            "latitude": factories.PARIS[0],
+            "longitude": factories.PARIS[1],
+        },
         "destination": {"address": "Monaco", "latitude": 43.7396, "longitude": 7.4276},
         "parcels": [{"weight_kg": "1.0"}],
     }
@@ -107,7 +135,9 @@ def test_replanning_after_the_first_mile_starts_from_the_hub_reached(hubs, dispa
     from shipments.services import leg_transition, shipment_replan
 
     dc, monaco = hubs
-    shipment = factories.shipment_make(origin=factories.GRASSE, destination=factories.MONACO_CASINO).shipment
+    shipment = factories.shipment_make(
+        origin=factories.GRASSE, destination=factories.MONACO_CASINO
+    ).shipment
     first = shipment.legs.get(mile=Mile.FIRST)
     for to in (LegStatus.ASSIGNED, LegStatus.IN_TRANSIT, LegStatus.COMPLETED):
         leg_transition(leg_id=first.pk, to=to, source="system")
@@ -116,10 +146,16 @@ def test_replanning_after_the_first_mile_starts_from_the_hub_reached(hubs, dispa
     shipment_replan(
         shipment_id=shipment.pk,
         actor=dispatcher,
-        destination={"address": "Nice", "latitude": factories.NICE_CENTER[0], "longitude": factories.NICE_CENTER[1]},
+        destination={
+            "address": "Nice",
+            "latitude": factories.NICE_CENTER[0],
+            "longitude": factories.NICE_CENTER[1],
+        },
     )
 
-    open_legs = list(shipment.legs.exclude(status__in=[LegStatus.CANCELLED, LegStatus.COMPLETED]))
+    open_legs = list(
+        shipment.legs.exclude(status__in=[LegStatus.CANCELLED, LegStatus.COMPLETED])
+    )
     assert [(leg.mile, leg.from_hub) for leg in open_legs] == [(Mile.LAST, dc)]
     assert shipment.legs.filter(status=LegStatus.CANCELLED).count() == 2
     assert shipment.events.filter(type="shipment.replanned").count() == 1
@@ -133,7 +169,9 @@ def test_replanning_is_refused_while_a_leg_is_under_way(hubs, dispatcher_client)
     leg_transition(leg_id=first.pk, to=LegStatus.ASSIGNED, source="system")
     leg_transition(leg_id=first.pk, to=LegStatus.IN_TRANSIT, source="system")
 
-    response = dispatcher_client.post(f"/api/v1/shipments/{shipment.pk}/replan/", {}, format="json")
+    response = dispatcher_client.post(
+        f"/api/v1/shipments/{shipment.pk}/replan/", {}, format="json"
+    )
 
     assert response.status_code == 409
     assert shipment.legs.filter(status=LegStatus.CANCELLED).count() == 0

@@ -19,8 +19,16 @@ def valid_body(shipper, **overrides):
     body = {
         "reference": "OLIVE-0001",
         "shipper": shipper.pk,
-        "consignee": {"name": "Camille Martin", "email": "camille@example.com", "language": "fr"},
-        "origin": {"address": "Route de Grasse", "latitude": factories.GRASSE[0], "longitude": factories.GRASSE[1]},
+        "consignee": {
+            "name": "Camille Martin",
+            "email": "camille@example.com",
+            "language": "fr",
+        },
+        "origin": {
+            "address": "Route de Grasse",
+            "latitude": factories.GRASSE[0],
+            "longitude": factories.GRASSE[1],
+        },
         "destination": {
             "address": "Place du Casino, Monaco",
             "latitude": factories.MONACO_CASINO[0],
@@ -30,18 +38,30 @@ def valid_body(shipper, **overrides):
         "service_level": "next_day",
         "delivery_window_start": "2030-05-02T09:00:00+02:00",
         "delivery_window_end": "2030-05-02T12:00:00+02:00",
-        "parcels": [{"weight_kg": "3.2", "volume_m3": "0.02"}, {"weight_kg": "1.1", "barcode": "OLV-000001"}],
+        "parcels": [
+            {"weight_kg": "3.2", "volume_m3": "0.02"},
+            {"weight_kg": "1.1", "barcode": "OLV-000001"},
+        ],
     }
     body.update(overrides)
     return body
 
 
 def written_rows():
-    return (Shipment.objects.count(), Parcel.objects.count(), Location.objects.count(), ShipmentEvent.objects.count())
+    return (
+        Shipment.objects.count(),
+        Parcel.objects.count(),
+        Location.objects.count(),
+        ShipmentEvent.objects.count(),
+    )
 
 
-def test_creating_a_shipment_plans_its_legs_and_returns_a_tracking_url(hubs, dispatcher_client, shipper):
-    response = dispatcher_client.post("/api/v1/shipments/", valid_body(shipper), format="json")
+def test_creating_a_shipment_plans_its_legs_and_returns_a_tracking_url(
+    hubs, dispatcher_client, shipper
+):
+    response = dispatcher_client.post(
+        "/api/v1/shipments/", valid_body(shipper), format="json"
+    )
 
     assert response.status_code == 201, response.content
     data = response.json()
@@ -61,7 +81,10 @@ def test_creating_a_shipment_plans_its_legs_and_returns_a_tracking_url(hubs, dis
     [
         (lambda b: b["origin"].update(latitude=91), "origin"),
         (lambda b: b["destination"].update(longitude=-181), "destination"),
-        (lambda b: b.update(delivery_window_end="2030-05-02T08:00:00+02:00"), "delivery_window_end"),
+        (
+            lambda b: b.update(delivery_window_end="2030-05-02T08:00:00+02:00"),
+            "delivery_window_end",
+        ),
         (lambda b: b["parcels"][0].update(weight_kg="-1"), "parcels"),
         (lambda b: b["parcels"][0].update(weight_kg="0"), "parcels"),
         (lambda b: b["parcels"][0].update(weight_kg="250000"), "parcels"),
@@ -75,10 +98,15 @@ def test_creating_a_shipment_plans_its_legs_and_returns_a_tracking_url(hubs, dis
         (lambda b: b.update(reference="x" * 65), "reference"),
         (lambda b: b["consignee"].update(email="not-an-email"), "consignee"),
         (lambda b: b.pop("destination"), "destination"),
-        (lambda b: b["parcels"].append({"weight_kg": "1", "barcode": "OLV-000001"}), "parcels"),
+        (
+            lambda b: b["parcels"].append({"weight_kg": "1", "barcode": "OLV-000001"}),
+            "parcels",
+        ),
     ],
 )
-def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(hubs, dispatcher_client, shipper, change, field):
+def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(
+    hubs, dispatcher_client, shipper, change, field
+):
     body = valid_body(shipper)
     change(body)
     before = written_rows()
@@ -90,12 +118,21 @@ def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(hubs, dispatcher
     assert written_rows() == before
 
 
-def test_a_duplicate_reference_for_the_same_shipper_is_refused(hubs, dispatcher_client, shipper):
-    assert dispatcher_client.post("/api/v1/shipments/", valid_body(shipper), format="json").status_code == 201
+def test_a_duplicate_reference_for_the_same_shipper_is_refused(
+    hubs, dispatcher_client, shipper
+):
+    assert (
+        dispatcher_client.post(
+            "/api/v1/shipments/", valid_body(shipper), format="json"
+        ).status_code
+        == 201
+    )
     before = written_rows()
 
     response = dispatcher_client.post(
-        "/api/v1/shipments/", valid_body(shipper, parcels=[{"weight_kg": "1"}]), format="json"
+        "/api/v1/shipments/",
+        valid_body(shipper, parcels=[{"weight_kg": "1"}]),
+        format="json",
     )
 
     assert response.status_code == 400
@@ -103,11 +140,20 @@ def test_a_duplicate_reference_for_the_same_shipper_is_refused(hubs, dispatcher_
     assert written_rows() == before
 
 
-def test_the_same_reference_for_another_shipper_is_fine(hubs, dispatcher_client, shipper):
+def test_the_same_reference_for_another_shipper_is_fine(
+    hubs, dispatcher_client, shipper
+):
     other = factories.party_make()
-    assert dispatcher_client.post("/api/v1/shipments/", valid_body(shipper), format="json").status_code == 201
+    assert (
+        dispatcher_client.post(
+            "/api/v1/shipments/", valid_body(shipper), format="json"
+        ).status_code
+        == 201
+    )
     response = dispatcher_client.post(
-        "/api/v1/shipments/", valid_body(other, parcels=[{"weight_kg": "1"}]), format="json"
+        "/api/v1/shipments/",
+        valid_body(other, parcels=[{"weight_kg": "1"}]),
+        format="json",
     )
     assert response.status_code == 201
 
@@ -123,7 +169,9 @@ def test_a_20_mb_body_is_refused_before_parsing(hubs, dispatcher_client, shipper
     body = json.dumps(valid_body(shipper, notes="x" * (20 * 1024 * 1024)))
     before = written_rows()
 
-    response = dispatcher_client.post("/api/v1/shipments/", data=body, content_type="application/json")
+    response = dispatcher_client.post(
+        "/api/v1/shipments/", data=body, content_type="application/json"
+    )
 
     assert response.status_code == 413
     assert "limit" in response.json()["detail"]
@@ -131,8 +179,12 @@ def test_a_20_mb_body_is_refused_before_parsing(hubs, dispatcher_client, shipper
 
 
 def test_list_filters_and_search(hubs, dispatcher_client):
-    a = factories.shipment_make(destination=factories.MONACO_CASINO, service_level="same_day").shipment
-    b = factories.shipment_make(destination=factories.NICE_CENTER, service_level="standard").shipment
+    a = factories.shipment_make(
+        destination=factories.MONACO_CASINO, service_level="same_day"
+    ).shipment
+    b = factories.shipment_make(
+        destination=factories.NICE_CENTER, service_level="standard"
+    ).shipment
     barcode = b.parcels.first().barcode
 
     def refs(query):
@@ -150,14 +202,18 @@ def test_list_filters_and_search(hubs, dispatcher_client):
     assert dispatcher_client.get("/api/v1/shipments/?status=flying").status_code == 400
 
 
-def test_list_is_paginated_with_a_bounded_number_of_queries(hubs, dispatcher_client, django_assert_max_num_queries):
+def test_list_is_paginated_with_a_bounded_number_of_queries(
+    hubs, dispatcher_client, django_assert_max_num_queries
+):
     for _ in range(5):
         factories.shipment_make()
     # auth + count + page + parcels + legs (prefetch) + group lookups
     with django_assert_max_num_queries(9):
         response = dispatcher_client.get("/api/v1/shipments/?page_size=3")
     data = response.json()
-    assert data["count"] == 5 and len(data["results"]) == 3 and data["next"]
+    assert data["count"] == 5
+    assert len(data["results"]) == 3
+    assert data["next"]
 
 
 def test_the_timeline_lists_events_in_order(hubs, dispatcher_client):
@@ -177,7 +233,9 @@ def test_a_forbidden_leg_transition_is_a_409_naming_the_states(hubs, dispatcher_
     shipment = factories.shipment_make().shipment
     leg = shipment.legs.get(sequence=1)
 
-    response = dispatcher_client.post(f"/api/v1/legs/{leg.pk}/transition/", {"to": "completed"}, format="json")
+    response = dispatcher_client.post(
+        f"/api/v1/legs/{leg.pk}/transition/", {"to": "completed"}, format="json"
+    )
 
     assert response.status_code == 409
     body = response.json()
@@ -191,7 +249,9 @@ def test_reissuing_the_tracking_link_revokes_the_old_one(hubs, dispatcher_client
     from shipments.selectors import shipment_get_by_tracking_token
 
     created = factories.shipment_make()
-    response = dispatcher_client.post(f"/api/v1/shipments/{created.shipment.pk}/tracking-link/")
+    response = dispatcher_client.post(
+        f"/api/v1/shipments/{created.shipment.pk}/tracking-link/"
+    )
 
     assert response.status_code == 200
     new_token = response.json()["tracking_url"].rsplit("/t/", 1)[1]
@@ -203,12 +263,18 @@ def test_reissuing_the_tracking_link_revokes_the_old_one(hubs, dispatcher_client
 def test_cancel_writes_one_event_and_cancels_open_legs(hubs, dispatcher_client):
     shipment = factories.shipment_make().shipment
 
-    response = dispatcher_client.post(f"/api/v1/shipments/{shipment.pk}/cancel/", {"reason": "customer"}, format="json")
+    response = dispatcher_client.post(
+        f"/api/v1/shipments/{shipment.pk}/cancel/",
+        {"reason": "customer"},
+        format="json",
+    )
 
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
     assert {leg["status"] for leg in response.json()["legs"]} == {"cancelled"}
     assert shipment.events.filter(type="shipment.cancelled").count() == 1
-    again = dispatcher_client.post(f"/api/v1/shipments/{shipment.pk}/cancel/", {}, format="json")
+    again = dispatcher_client.post(
+        f"/api/v1/shipments/{shipment.pk}/cancel/", {}, format="json"
+    )
     assert again.status_code == 200
     assert shipment.events.filter(type="shipment.cancelled").count() == 1

@@ -32,8 +32,16 @@ def _leg_in_state(status: str) -> Leg:
         LegStatus.PLANNED: [],
         LegStatus.ASSIGNED: [LegStatus.ASSIGNED],
         LegStatus.IN_TRANSIT: [LegStatus.ASSIGNED, LegStatus.IN_TRANSIT],
-        LegStatus.ARRIVED: [LegStatus.ASSIGNED, LegStatus.IN_TRANSIT, LegStatus.ARRIVED],
-        LegStatus.COMPLETED: [LegStatus.ASSIGNED, LegStatus.IN_TRANSIT, LegStatus.COMPLETED],
+        LegStatus.ARRIVED: [
+            LegStatus.ASSIGNED,
+            LegStatus.IN_TRANSIT,
+            LegStatus.ARRIVED,
+        ],
+        LegStatus.COMPLETED: [
+            LegStatus.ASSIGNED,
+            LegStatus.IN_TRANSIT,
+            LegStatus.COMPLETED,
+        ],
         LegStatus.FAILED: [LegStatus.ASSIGNED, LegStatus.FAILED],
         LegStatus.CANCELLED: [LegStatus.CANCELLED],
     }[status]
@@ -54,7 +62,10 @@ def test_leg_transition_table(hubs, current, target):
         leg_transition(leg_id=leg.pk, to=target, source="system")
         leg.refresh_from_db()
         assert leg.status == target
-        assert ShipmentEvent.objects.filter(shipment=leg.shipment).count() == events_before + 1
+        assert (
+            ShipmentEvent.objects.filter(shipment=leg.shipment).count()
+            == events_before + 1
+        )
     else:
         with pytest.raises(InvalidTransition) as raised:
             leg_transition(leg_id=leg.pk, to=target, source="system")
@@ -62,7 +73,9 @@ def test_leg_transition_table(hubs, current, target):
         assert raised.value.allowed == sorted(LEG_TRANSITIONS[current])
         leg.refresh_from_db()
         assert leg.status == current
-        assert ShipmentEvent.objects.filter(shipment=leg.shipment).count() == events_before
+        assert (
+            ShipmentEvent.objects.filter(shipment=leg.shipment).count() == events_before
+        )
 
 
 @pytest.mark.parametrize(("current", "target"), ALL_SHIPMENT_PAIRS)
@@ -77,11 +90,31 @@ def test_shipment_transition_table(current, target):
 @pytest.mark.parametrize(
     ("legs", "is_return", "expected"),
     [
-        ([("first", "planned"), ("middle", "planned"), ("last", "planned")], False, "planned"),
-        ([("first", "in_transit"), ("middle", "planned"), ("last", "planned")], False, "picked_up"),
-        ([("first", "completed"), ("middle", "assigned"), ("last", "planned")], False, "at_hub"),
-        ([("first", "completed"), ("middle", "in_transit"), ("last", "planned")], False, "in_transit"),
-        ([("first", "completed"), ("middle", "completed"), ("last", "in_transit")], False, "out_for_delivery"),
+        (
+            [("first", "planned"), ("middle", "planned"), ("last", "planned")],
+            False,
+            "planned",
+        ),
+        (
+            [("first", "in_transit"), ("middle", "planned"), ("last", "planned")],
+            False,
+            "picked_up",
+        ),
+        (
+            [("first", "completed"), ("middle", "assigned"), ("last", "planned")],
+            False,
+            "at_hub",
+        ),
+        (
+            [("first", "completed"), ("middle", "in_transit"), ("last", "planned")],
+            False,
+            "in_transit",
+        ),
+        (
+            [("first", "completed"), ("middle", "completed"), ("last", "in_transit")],
+            False,
+            "out_for_delivery",
+        ),
         ([("first", "completed"), ("last", "failed")], False, "delivery_failed"),
         ([("first", "completed"), ("last", "completed")], False, "delivered"),
         ([("return", "in_transit"), ("return", "planned")], True, "returning"),
@@ -98,13 +131,26 @@ def test_the_whole_forward_journey_moves_the_shipment_status(hubs):
     shipment = factories.shipment_make().shipment
     seen = []
     for leg in shipment.legs.order_by("sequence"):
-        for to in (LegStatus.ASSIGNED, LegStatus.IN_TRANSIT, LegStatus.ARRIVED, LegStatus.COMPLETED):
+        for to in (
+            LegStatus.ASSIGNED,
+            LegStatus.IN_TRANSIT,
+            LegStatus.ARRIVED,
+            LegStatus.COMPLETED,
+        ):
             leg_transition(leg_id=leg.pk, to=to, source="system")
             shipment.refresh_from_db()
             if not seen or seen[-1] != shipment.status:
                 seen.append(shipment.status)
 
-    assert seen == ["planned", "picked_up", "at_hub", "in_transit", "at_hub", "out_for_delivery", "delivered"]
+    assert seen == [
+        "planned",
+        "picked_up",
+        "at_hub",
+        "in_transit",
+        "at_hub",
+        "out_for_delivery",
+        "delivered",
+    ]
     assert shipment.completed_at is not None
     # one event per change: created + 4 moves × 3 legs
     assert shipment.events.count() == 1 + 12
@@ -129,9 +175,20 @@ def test_events_are_append_only_in_the_database(hubs):
 
     from django.db import DatabaseError, transaction
 
-    with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("UPDATE shipments_shipmentevent SET type = 'forged' WHERE id = %s", [event.pk])
-    with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
+    with (
+        pytest.raises(DatabaseError),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(
+            "UPDATE shipments_shipmentevent SET type = 'forged' WHERE id = %s",
+            [event.pk],
+        )
+    with (
+        pytest.raises(DatabaseError),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
         cursor.execute("DELETE FROM shipments_shipmentevent WHERE id = %s", [event.pk])
     event.refresh_from_db()
     assert event.type == "shipment.created"
@@ -167,7 +224,12 @@ def test_two_concurrent_transitions_on_one_leg_exactly_one_wins(hubs):
     leg.refresh_from_db()
     winner = next(o for o in outcomes if o.startswith("won")).split(":")[1]
     assert leg.status == winner
-    assert ShipmentEvent.objects.filter(leg=leg, type__in=["leg.departed", "leg.cancelled"]).count() == 1
+    assert (
+        ShipmentEvent.objects.filter(
+            leg=leg, type__in=["leg.departed", "leg.cancelled"]
+        ).count()
+        == 1
+    )
 
 
 @pytest.mark.django_db(transaction=True)

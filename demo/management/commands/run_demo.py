@@ -1,7 +1,7 @@
 """Serve the platform and drive the demo drivers, until Ctrl-C.
 
-    uvicorn (HTTP + WebSockets, config.asgi) ──▶ http://127.0.0.1:PORT
-    simulate_drivers ── real driver API over HTTP ──▶ the same server
+uvicorn (HTTP + WebSockets, config.asgi) ──▶ http://127.0.0.1:PORT
+simulate_drivers ── real driver API over HTTP ──▶ the same server
 """
 
 from __future__ import annotations
@@ -24,15 +24,30 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--password", default="allmile-demo")
-        parser.add_argument("--speedup", type=float, default=30.0, help="Simulated seconds per real second.")
+        parser.add_argument(
+            "--speedup",
+            type=float,
+            default=30.0,
+            help="Simulated seconds per real second.",
+        )
         parser.add_argument("--no-simulation", action="store_true")
 
     def handle(self, *args, host, port, password, speedup, no_simulation, **options):
         base_url = f"http://{host}:{port}"
         env = dict(os.environ)
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", host,
-             "--port", str(port), "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
             env=env,
         )
         processes = [server]
@@ -41,8 +56,17 @@ class Command(BaseCommand):
             if not no_simulation and "simulate_drivers" in get_commands():
                 processes.append(
                     subprocess.Popen(
-                        [sys.executable, "manage.py", "simulate_drivers", "--base-url", base_url,
-                         "--password", password, "--speedup", str(speedup)],
+                        [
+                            sys.executable,
+                            "manage.py",
+                            "simulate_drivers",
+                            "--base-url",
+                            base_url,
+                            "--password",
+                            password,
+                            "--speedup",
+                            str(speedup),
+                        ],
                         env=env,
                     )
                 )
@@ -86,7 +110,8 @@ class Command(BaseCommand):
             f"  Admin          {base_url}/admin/       (login: admin / {password})",
             f"  Health         {base_url}/healthz",
             f"  Driver logins  driver1 … driver{drivers} / {password}  (token: POST {base_url}/api/v1/auth/token/)",
-            "  Simulated drivers are " + ("driving their routes now." if simulated else "off."),
+            "  Simulated drivers are "
+            + ("driving their routes now." if simulated else "off."),
             "Press Ctrl-C to stop.",
             "",
         ]

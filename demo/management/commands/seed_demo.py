@@ -8,8 +8,12 @@ class Command(BaseCommand):
     help = "Seed a realistic demo network (Nice/Monaco region) with drivers, vehicles and shipments."
 
     def add_arguments(self, parser):
-        parser.add_argument("--seed", type=int, default=7, help="Random seed (same seed, same data).")
-        parser.add_argument("--password", default="allmile-demo", help="Password of every demo login.")
+        parser.add_argument(
+            "--seed", type=int, default=7, help="Random seed (same seed, same data)."
+        )
+        parser.add_argument(
+            "--password", default="allmile-demo", help="Password of every demo login."
+        )
         parser.add_argument("--shipments", type=int, default=300)
         parser.add_argument(
             "--if-empty",
@@ -22,7 +26,9 @@ class Command(BaseCommand):
 
         if Hub.objects.exists():
             if not if_empty:
-                raise CommandError("The database already holds a network; use a fresh database.")
+                raise CommandError(
+                    "The database already holds a network; use a fresh database."
+                )
             from routing.models import Route
 
             if not Route.objects.filter(service_date=timezone.localdate()).exists():
@@ -41,6 +47,8 @@ class Command(BaseCommand):
             )
         )
         self.stdout.write(f"Today's dispatch: {summary.dispatch}")
-        self.stdout.write(f"Logins: dispatcher, admin, driver1 … driver{summary.drivers}; password: {password}")
+        self.stdout.write(
+            f"Logins: dispatcher, admin, driver1 … driver{summary.drivers}; password: {password}"
+        )
         for url in summary.tracking_urls:
             self.stdout.write(f"Tracking link: {url}")
