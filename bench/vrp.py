@@ -145,7 +145,7 @@ def exact_distance(inst: Instance, routes: list[list[int]]) -> float:
     total = 0.0
     for nodes in routes:
         path = [0, *nodes, 0]
-        for a, b in zip(path, path[1:]):
+        for a, b in zip(path, path[1:], strict=False):
             d = math.dist(inst.xy[a], inst.xy[b])
             if inst.kind == "vrptw":
                 d = math.floor(d * 10 + 1e-9) / 10
@@ -275,7 +275,7 @@ def solve_vroom_peer(inst: Instance, problem: Problem, seconds: float) -> list[l
 def routes_to_solution(problem: Problem, routes: list[list[StopRef]], engine: str, seconds: float) -> Solution:
     timed = [
         timed_route(problem, vehicle, refs, departure_seconds=vehicle.shift_start_seconds)
-        for vehicle, refs in zip(problem.vehicles, routes)
+        for vehicle, refs in zip(problem.vehicles, routes, strict=False)
         if refs
     ]
     served = {ref.job_key for refs in routes for ref in refs}

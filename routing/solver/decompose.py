@@ -56,7 +56,7 @@ def cluster_jobs(problem: Problem, n_clusters: int) -> list[list[Job]]:
         }
         ordered = sorted(jobs, key=lambda j: angle[j.key])
         # Start the sweep at the widest angular gap so no sector straddles it.
-        gaps = [(angle[b.key] - angle[a.key]) % (2 * math.pi) for a, b in zip(ordered, ordered[1:] + ordered[:1])]
+        gaps = [(angle[b.key] - angle[a.key]) % (2 * math.pi) for a, b in zip(ordered, ordered[1:] + ordered[:1], strict=False)]
         cut = (gaps.index(max(gaps)) + 1) % len(ordered)
         ordered = ordered[cut:] + ordered[:cut]
         return [ordered[i : i + size] for i in range(0, len(ordered), size)]

@@ -135,7 +135,7 @@ def build_model(
         if windows:
             cumul = time_dim.CumulVar(index)
             cumul.SetRange(windows[0].start_seconds, max(w.end_seconds for w in windows))
-            for before, after in zip(windows, windows[1:]):
+            for before, after in zip(windows, windows[1:], strict=False):
                 if after.start_seconds > before.end_seconds + 1:
                     cumul.RemoveInterval(before.end_seconds + 1, after.start_seconds - 1)
     for v, vehicle in enumerate(vehicles):

@@ -170,7 +170,7 @@ def timed_route(
         # the return time unchanged.
         waited = 0
         delta = sum(waits)
-        for (arrival, start, _dep, window_end), wait in zip(rows, waits, strict=True):
+        for (_arrival, start, _dep, window_end), wait in zip(rows, waits, strict=True):
             waited += wait
             delta = min(delta, waited + window_end - start)
         if delta > 0:
@@ -204,7 +204,7 @@ def timed_route(
     positions = [vehicle.start_location_index] + [s.location_index for s in stops]
     if vehicle.end_location_index is not None:
         positions.append(vehicle.end_location_index)
-    distance_meters = sum(distance[a][b] for a, b in zip(positions, positions[1:]))
+    distance_meters = sum(distance[a][b] for a, b in zip(positions, positions[1:], strict=False))
     duration_seconds = end - departure_seconds
     return Route(
         vehicle_key=vehicle.key,

@@ -15,7 +15,7 @@ from tests.routing.test_solver_support import delivery, grid_problem, vehicle
 
 def tour_length(distance, order) -> int:
     path = [0, *order, 0]
-    return sum(distance[a][b] for a, b in zip(path, path[1:]))
+    return sum(distance[a][b] for a, b in zip(path, path[1:], strict=False))
 
 
 def best_split(distance, demand, capacity, customers):
