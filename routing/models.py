@@ -200,6 +200,9 @@ class RouteStop(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"stop {self.sequence} of route {self.route_id} ({self.kind})"
+
 
 FINISHED_JOB_STATUSES = frozenset(
     {

@@ -48,14 +48,14 @@ def test_post_answers_202_with_the_queued_job_and_queues_the_run_after_commit(
     assert response.status_code == 202, response.data
     data = response.data
     job = OptimizationJob.objects.get(pk=data["id"])
-    assert (
-        data["status"] == S.QUEUED and data["progress"] == 0 and data["result"] is None
-    )
-    assert data["hub_code"] == day.hub.code and sorted(data["vehicles"]) == sorted(
-        day.vehicle_ids
-    )
+    assert data["status"] == S.QUEUED
+    assert data["progress"] == 0
+    assert data["result"] is None
+    assert data["hub_code"] == day.hub.code
+    assert sorted(data["vehicles"]) == sorted(day.vehicle_ids)
     assert data["objective_weights"] == {"distance": 2.0}
-    assert data["created_by"] == dispatcher.username and job.created_by == dispatcher
+    assert data["created_by"] == dispatcher.username
+    assert job.created_by == dispatcher
     assert data["selected_leg_count"] == 0  # the day's scope is read when it runs
     # The task goes out only once the job row is committed, with its time limits.
     (queue_run,) = callbacks
@@ -86,15 +86,18 @@ def test_get_shows_status_progress_and_the_result_summary(dispatcher_client, day
 
     assert response.status_code == 200
     data = response.data
-    assert data["status"] == S.SUCCEEDED and data["progress"] == 1.0
+    assert data["status"] == S.SUCCEEDED
+    assert data["progress"] == 1.0
     result = data["result"]
     routes = Route.objects.filter(job_id=job_id)
     assert sorted(result["route_ids"]) == sorted(r.pk for r in routes)
     assert result["route_count"] == routes.count() >= 1
-    assert result["stop_count"] == 4 and result["unassigned_count"] == 0
+    assert result["stop_count"] == 4
+    assert result["unassigned_count"] == 0
     assert result["distance_meters"] == sum(r.distance_meters for r in routes)
     assert data["best_cost"] == pytest.approx(result["cost"])
-    assert data["engine"] and data["attempts"] == 1
+    assert data["engine"]
+    assert data["attempts"] == 1
 
 
 def test_list_filters_by_status_in_a_fixed_number_of_queries(
@@ -123,10 +126,8 @@ def test_cancel_of_a_queued_job_answers_200_cancelled(dispatcher_client, day):
     )
 
     assert response.status_code == 200
-    assert (
-        response.data["status"] == S.CANCELLED
-        and response.data["cancel_requested"] is True
-    )
+    assert response.data["status"] == S.CANCELLED
+    assert response.data["cancel_requested"] is True
     assert (
         dispatcher_client.post(f"{URL}{job_id}/cancel/", {}, format="json").status_code
         == 200
@@ -144,10 +145,8 @@ def test_cancel_of_a_running_job_answers_202_while_the_search_stops(
     response = dispatcher_client.post(f"{URL}{job_id}/cancel/", {}, format="json")
 
     assert response.status_code == 202
-    assert (
-        response.data["status"] == S.RUNNING
-        and response.data["cancel_requested"] is True
-    )
+    assert response.data["status"] == S.RUNNING
+    assert response.data["cancel_requested"] is True
 
 
 def test_cancel_of_a_finished_job_is_a_409_and_of_an_unknown_one_a_404(
@@ -241,8 +240,10 @@ def test_a_day_the_hub_is_closed_or_with_nothing_to_plan_is_a_400(
         URL, body(day, service_date=empty_day), format="json"
     )
 
-    assert closed.status_code == 400 and "closed" in closed.data["service_date"][0]
-    assert empty.status_code == 400 and "Nothing to plan" in empty.data["legs"][0]
+    assert closed.status_code == 400
+    assert "closed" in closed.data["service_date"][0]
+    assert empty.status_code == 400
+    assert "Nothing to plan" in empty.data["legs"][0]
 
 
 def test_legs_of_another_mile_or_hub_are_refused(dispatcher_client, day):

@@ -78,7 +78,8 @@ def test_first_mile_plans_pickups_at_producers_ending_at_the_hub(hubs):
         leg.pk for leg in day.legs(Mile.FIRST)
     }
     for job in built.problem.jobs:
-        assert job.delivery is None and job.pickup is not None
+        assert job.delivery is None
+        assert job.pickup is not None
         (window,) = job.pickup.time_windows
         assert (window.start_seconds, window.end_seconds) == (8 * 3600, 16 * 3600)
     for vehicle in built.problem.vehicles:

@@ -77,14 +77,15 @@ def test_run_saves_draft_routes_that_serve_every_leg_once(hubs):
     job = optimization_job_run(job_id=job.pk)
 
     assert job.status == S.SUCCEEDED, job.error
-    assert job.progress == 1.0 and job.finished_at is not None and job.attempts == 1
+    assert job.progress == 1.0
+    assert job.finished_at is not None
+    assert job.attempts == 1
     legs = day.legs(Mile.LAST)
     assert sorted(planned_leg_ids(job)) == sorted(leg.pk for leg in legs)
     routes = list(Route.objects.filter(job=job).prefetch_related("stops__legs"))
     assert [r.pk for r in routes] == sorted(job.statistics["route_ids"])
-    assert (
-        job.statistics["unassigned"] == [] and job.statistics["checker_violations"] == 0
-    )
+    assert job.statistics["unassigned"] == []
+    assert job.statistics["checker_violations"] == 0
     windows = {
         leg.pk: (leg.shipment.delivery_window_start, leg.shipment.delivery_window_end)
         for leg in legs
@@ -92,7 +93,8 @@ def test_run_saves_draft_routes_that_serve_every_leg_once(hubs):
     for route in routes:
         assert route.status == Route.Status.DRAFT
         assert route.vehicle_id in day.vehicle_ids
-        assert route.hub == day.hub and route.service_date == day.day
+        assert route.hub == day.hub
+        assert route.service_date == day.day
         stops = list(route.stops.all())
         assert [s.sequence for s in stops] == list(range(len(stops)))
         assert stops[0].kind == stops[-1].kind == RouteStop.Kind.HUB
@@ -112,7 +114,8 @@ def test_run_saves_draft_routes_that_serve_every_leg_once(hubs):
                     <= end
                 )
             previous = stop.planned_departure
-        assert route.distance_meters > 0 and route.cost > 0
+        assert route.distance_meters > 0
+        assert route.cost > 0
     assert job.statistics["distance_meters"] == sum(r.distance_meters for r in routes)
     assert status_messages(job) == [S.QUEUED, S.RUNNING, S.SUCCEEDED]
 
@@ -124,7 +127,8 @@ def test_a_finished_job_delivered_again_does_nothing(hubs):
 
     again = optimization_job_run(job_id=job.pk)
 
-    assert again.status == S.SUCCEEDED and again.attempts == 1
+    assert again.status == S.SUCCEEDED
+    assert again.attempts == 1
     assert (
         list(Route.objects.filter(job=job).values_list("pk", flat=True))
         == routes_before
@@ -199,7 +203,8 @@ def test_the_plan_is_checked_before_it_is_saved(hubs, monkeypatch):
     job = optimization_job_run(job_id=job_for(day).pk)
 
     assert job.status == S.FAILED
-    assert "independent check" in job.error and "distance_mismatch" in job.error
+    assert "independent check" in job.error
+    assert "distance_mismatch" in job.error
     assert not Route.objects.filter(job=job).exists()
 
 
@@ -231,7 +236,8 @@ def test_a_hub_closed_since_the_job_was_made_fails_the_job_with_the_reason(hubs)
 
     job = optimization_job_run(job_id=job.pk)
 
-    assert job.status == S.FAILED and "closed" in job.error
+    assert job.status == S.FAILED
+    assert "closed" in job.error
 
 
 # ---------------------------------------------------------------------------
@@ -250,11 +256,9 @@ def test_a_live_attempt_makes_another_delivery_wait(hubs):
 
     assert 1 <= busy.value.retry_after_seconds <= LEASE_SECONDS + 1
     job.refresh_from_db()
-    assert (
-        job.status == S.RUNNING
-        and job.attempts == 1
-        and job.run_token == claim.run_token
-    )
+    assert job.status == S.RUNNING
+    assert job.attempts == 1
+    assert job.run_token == claim.run_token
 
 
 def test_a_dead_attempt_is_taken_over_and_cannot_save_afterwards(hubs):
@@ -270,7 +274,8 @@ def test_a_dead_attempt_is_taken_over_and_cannot_save_afterwards(hubs):
     )
 
     job = optimization_job_run(job_id=job.pk)
-    assert job.status == S.SUCCEEDED and job.attempts == 2
+    assert job.status == S.SUCCEEDED
+    assert job.attempts == 2
     routes = set(Route.objects.filter(job=job).values_list("pk", flat=True))
 
     after = optimization_job_result_save(
@@ -281,7 +286,8 @@ def test_a_dead_attempt_is_taken_over_and_cannot_save_afterwards(hubs):
         wall_seconds=0.5,
     )
 
-    assert after.status == S.SUCCEEDED and after.run_token != dead.run_token
+    assert after.status == S.SUCCEEDED
+    assert after.run_token != dead.run_token
     assert set(Route.objects.filter(job=job).values_list("pk", flat=True)) == routes
 
 
@@ -296,7 +302,8 @@ def test_a_job_whose_attempts_all_died_is_given_up(hubs):
 
     job = optimization_job_run(job_id=job.pk)
 
-    assert job.status == S.FAILED and job.attempts == MAX_ATTEMPTS
+    assert job.status == S.FAILED
+    assert job.attempts == MAX_ATTEMPTS
     assert f"Gave up after {MAX_ATTEMPTS} attempts" in job.error
     assert not Route.objects.filter(job=job).exists()
 
@@ -331,7 +338,8 @@ def test_cancelling_a_queued_job_ends_it_and_its_delivery_does_nothing(hubs):
 
     job = optimization_job_cancel(job_id=job.pk)
 
-    assert job.status == S.CANCELLED and job.finished_at is not None
+    assert job.status == S.CANCELLED
+    assert job.finished_at is not None
     assert optimization_job_run(job_id=job.pk).status == S.CANCELLED
     assert not Route.objects.filter(job=job).exists()
     assert status_messages(job) == [S.QUEUED, S.CANCELLED]
@@ -346,7 +354,8 @@ def test_cancelling_twice_is_harmless_and_a_finished_job_cannot_be_cancelled(hub
     with pytest.raises(InvalidTransition):
         optimization_job_cancel(job_id=done.pk)
     done.refresh_from_db()
-    assert done.status == S.SUCCEEDED and not done.cancel_requested
+    assert done.status == S.SUCCEEDED
+    assert not done.cancel_requested
 
 
 def _cancel_later(
@@ -434,7 +443,8 @@ def test_progress_reaches_the_job_row_and_the_channel_group_at_most_four_times_a
         listener.max_rate_per_second(services.PROGRESS_MESSAGE_TYPE, "elapsed_seconds")
         <= 4
     )
-    assert seen_running and all(cost is not None for _, cost in seen_running)
+    assert seen_running
+    assert all(cost is not None for _, cost in seen_running)
 
 
 # ---------------------------------------------------------------------------
@@ -449,7 +459,8 @@ def test_create_selects_by_shipment_and_stores_the_selection(hubs):
 
     expected = {mile_legs(day.shipments[i])[Mile.LAST][0].pk for i in (0, 2)}
     assert set(job.legs.values_list("pk", flat=True)) == expected
-    assert job.status == S.QUEUED and job.seed == job.pk
+    assert job.status == S.QUEUED
+    assert job.seed == job.pk
 
 
 @pytest.mark.parametrize(
