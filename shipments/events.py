@@ -6,9 +6,16 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
+from django.dispatch import Signal
 
 from .models import Leg, Shipment, ShipmentEvent
 from .outbox import DASHBOARD_GROUP, outbox_enqueue, shipment_group
+
+# Sent after the transaction that recorded an event commits, with ``event_id``,
+# ``shipment_id`` and ``event_type``. A hint for reactive work (notifications,
+# webhooks): receivers must also sweep the log, since a crash between commit and
+# this signal skips it.
+shipment_event_committed = Signal()
 
 
 def event_record(
@@ -58,5 +65,10 @@ def event_record(
             "details": payload or {},
         },
         shipment_id=shipment.pk,
+    )
+    transaction.on_commit(
+        lambda: shipment_event_committed.send(
+            sender=ShipmentEvent, event_id=event.pk, shipment_id=shipment.pk, event_type=type
+        )
     )
     return event
