@@ -74,7 +74,7 @@ api_v1 = [
 # Apps that add API routes of their own (routing, dispatch, tracking) expose
 # ``api_urlpatterns`` in their ``api_urls`` module; pages go in ``urls``.
 page_urls = []
-for app in ("routing", "dispatch", "tracking"):
+for app in ("routing", "dispatch", "tracking", "notifications"):
     for module_name, target in (
         (f"{app}.api_urls", api_v1),
         (f"{app}.urls", page_urls),

@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "routing",
     "dispatch",
     "tracking",
+    "notifications",
     "demo",
 ]
 
