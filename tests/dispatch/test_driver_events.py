@@ -106,8 +106,9 @@ def test_a_driver_write_without_an_idempotency_key_is_refused(
 
 
 def test_a_reversed_batch_ends_in_the_same_state_as_in_order(hubs, vehicle):
-    from dispatch.services import route_assign, route_publish
     from rest_framework.test import APIClient
+
+    from dispatch.services import route_assign, route_publish
 
     states = []
     for reverse in (False, True):
