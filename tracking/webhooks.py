@@ -158,9 +158,11 @@ def _claim_attempt(delivery_id: int, now: datetime) -> WebhookDelivery | None:
     return delivery
 
 
-def webhook_delivery_attempt(*, delivery_id: int, client: httpx.Client | None = None) -> WebhookDelivery | None:
-    """Make one attempt; on failure schedule the next one (or give up)."""
-    now = timezone.now()
+def webhook_delivery_attempt(
+    *, delivery_id: int, now: datetime | None = None, client: httpx.Client | None = None
+) -> WebhookDelivery | None:
+    """Make one attempt if it is due; on failure schedule the next one (or give up)."""
+    now = now or timezone.now()
     delivery = _claim_attempt(delivery_id, now)
     if delivery is None:
         return None
@@ -199,9 +201,7 @@ def webhook_delivery_attempt(*, delivery_id: int, client: httpx.Client | None = 
         delivery.status = WebhookDelivery.Status.FAILED
         delivery.next_attempt_at = None
     else:
-        delivery.next_attempt_at = timezone.now() + timedelta(
-            seconds=backoff_seconds(delivery.attempts)
-        )
+        delivery.next_attempt_at = now + timedelta(seconds=backoff_seconds(delivery.attempts))
     delivery.save(
         update_fields=[
             "status",
@@ -237,5 +237,5 @@ def webhook_deliveries_retry_due(*, now: datetime | None = None, limit: int = 20
         .values_list("pk", flat=True)[:limit]
     )
     for delivery_id in due:
-        webhook_delivery_attempt(delivery_id=delivery_id)
+        webhook_delivery_attempt(delivery_id=delivery_id, now=now)
     return len(due)
