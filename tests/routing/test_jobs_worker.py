@@ -1,0 +1,360 @@
+"""Optimization jobs through a real Celery worker on Redis and PostgreSQL.
+
+The worker is a subprocess (``celery -A config worker``) on this test's database
+and Redis database; the test watches the job row, the outbox and the channel
+group ``optimization.<id>`` from outside, as the dashboard would.
+
+* a job goes queued → running (progress seen) → succeeded, routes saved;
+* a worker SIGKILLed mid-job: the message was never acknowledged (acks_late), so
+  a new worker gets it again once the visibility timeout has passed, takes the
+  job over from the dead attempt and finishes it; a pool child SIGKILLed under
+  prefork is requeued at once (reject_on_worker_lost);
+* a job whose result is saved, delivered again, changes nothing;
+* cancelling through the API stops the search on the worker and keeps its best plan.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from config.celery import app as celery_app
+from routing import services
+from routing.models import OptimizationJob, Route, RouteStop
+from routing.services import optimization_job_create
+from routing.tasks import optimization_job_run_task
+from shipments.models import OutboxMessage
+from shipments.outbox import optimization_group
+from shipments.states import Mile
+from tests.routing.test_jobs_support import GroupListener, last_mile_day
+
+pytestmark = [
+    pytest.mark.worker,
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+]
+
+S = OptimizationJob.Status
+BASE_DIR = Path(settings.BASE_DIR)
+CELERY = str(Path(sys.executable).with_name("celery"))
+# Short enough to wait for in a test, longer than any task here runs and than
+# services.LEASE_SECONDS, so the re-delivered attempt finds the heartbeat dead.
+TEST_VISIBILITY_TIMEOUT_SECONDS = services.LEASE_SECONDS + 2
+
+
+class Worker:
+    """One ``celery worker`` process on the test database; logs in a file."""
+
+    def __init__(self, tmp_path: Path, *, pool: str = "solo"):
+        self.name = f"h4-{uuid.uuid4().hex[:8]}@%h"
+        self.log_path = tmp_path / f"worker-{uuid.uuid4().hex[:6]}.log"
+        self.pool = pool
+        self.process: subprocess.Popen | None = None
+
+    def env(self) -> dict[str, str]:
+        db = connection.settings_dict
+        user = db["USER"] or "postgres"
+        password = f":{db['PASSWORD']}" if db["PASSWORD"] else ""
+        host = db["HOST"] or "127.0.0.1"
+        port = db["PORT"] or "5432"
+        return {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.test",
+            "DATABASE_URL": f"postgres://{user}{password}@{host}:{port}/{db['NAME']}",
+            "REDIS_URL": settings.REDIS_URL,
+            "CELERY_VISIBILITY_TIMEOUT_SECONDS": str(TEST_VISIBILITY_TIMEOUT_SECONDS),
+            "DB_CONN_MAX_AGE": "0",
+        }
+
+    def start(self, timeout_seconds: float = 60) -> Worker:
+        command = [
+            CELERY,
+            "-A",
+            "config",
+            "worker",
+            f"--pool={self.pool}",
+            "-l",
+            "info",
+        ]
+        command += ["-n", self.name, "--without-gossip", "--without-mingle"]
+        if self.pool == "prefork":
+            command += ["--concurrency=1"]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - our own worker, fixed arguments
+                command,
+                cwd=BASE_DIR,
+                env=self.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for(
+            lambda: " ready." in self.log(),
+            timeout_seconds,
+            what="worker ready",
+            worker=self,
+        )
+        return self
+
+    def log(self) -> str:
+        return (
+            self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        )
+
+    def children(self) -> list[int]:
+        out = subprocess.run(  # noqa: S603
+            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)],  # noqa: S607
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        return [int(pid) for pid in out.split()]
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no acknowledgement, nothing restored."""
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        # The whole session: a prefork worker's children go too.
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+def wait_for(
+    predicate: Callable[[], object],
+    timeout_seconds: float,
+    *,
+    what: str,
+    worker: Worker | None = None,
+    interval_seconds: float = 0.1,
+):
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_seconds)
+    log = worker.log()[-3000:] if worker else ""
+    raise AssertionError(
+        f"timed out after {timeout_seconds} s waiting for {what}\n{log}"
+    )
+
+
+@pytest.fixture
+def workers(tmp_path):
+    """Start workers with ``workers(...)``; all are stopped when the test ends.
+    The queue starts empty (other tests may have sent messages to it)."""
+    celery_app.control.purge()
+    started: list[Worker] = []
+
+    def start(**kwargs) -> Worker:
+        worker = Worker(tmp_path, **kwargs).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def job_row(job_id: int) -> OptimizationJob:
+    return OptimizationJob.objects.get(pk=job_id)
+
+
+def running_with_progress(job_id: int) -> OptimizationJob | None:
+    job = job_row(job_id)
+    return job if job.status == S.RUNNING and job.progress > 0 else None
+
+
+def finished(job_id: int) -> OptimizationJob | None:
+    job = job_row(job_id)
+    return job if job.is_finished else None
+
+
+def status_trail(job_id: int) -> list[str]:
+    return [
+        m.payload["status"]
+        for m in OutboxMessage.objects.filter(
+            type=services.STATUS_OUTBOX_TYPE, groups=[optimization_group(job_id)]
+        ).order_by("id")
+    ]
+
+
+def planned_leg_ids(job_id: int) -> list[int]:
+    return list(
+        RouteStop.legs.through.objects.filter(
+            routestop__route__job_id=job_id
+        ).values_list("leg_id", flat=True)
+    )
+
+
+def start_job(day, *, time_limit_seconds: int) -> OptimizationJob:
+    # Commits (transactional test), so the task is sent to Redis on the way out.
+    return optimization_job_create(
+        service_date=day.day,
+        hub=day.hub,
+        mile=Mile.LAST,
+        vehicles=day.vehicles,
+        time_limit_seconds=time_limit_seconds,
+    )
+
+
+def test_a_job_runs_on_the_worker_from_queued_through_running_to_succeeded(
+    hubs, workers
+):
+    day = last_mile_day(hubs, count=15, vehicles=3)
+    job = start_job(day, time_limit_seconds=3)
+    assert job_row(job.pk).status == S.QUEUED
+
+    with GroupListener(optimization_group(job.pk)) as listener:
+        worker = workers()
+        seen = wait_for(
+            lambda: running_with_progress(job.pk), 60, what="progress", worker=worker
+        )
+        done = wait_for(lambda: finished(job.pk), 60, what="the end", worker=worker)
+
+    assert 0 < seen.progress < 1
+    assert seen.best_cost is not None
+    assert done.status == S.SUCCEEDED, done.error
+    assert done.attempts == 1
+    assert done.progress == 1.0
+    assert status_trail(job.pk) == [S.QUEUED, S.RUNNING, S.SUCCEEDED]
+    assert sorted(planned_leg_ids(job.pk)) == sorted(
+        leg.pk for leg in day.legs(Mile.LAST)
+    )
+    assert sorted(Route.objects.filter(job=job).values_list("pk", flat=True)) == sorted(
+        done.statistics["route_ids"]
+    )
+    progress = listener.of_type(services.PROGRESS_MESSAGE_TYPE)
+    assert progress, "no progress message reached the channel group"
+    assert (
+        listener.max_rate_per_second(services.PROGRESS_MESSAGE_TYPE, "elapsed_seconds")
+        <= 4
+    )
+    # The time limit bounds the search: wall time within the limit plus 5 s.
+    assert done.statistics["wall_seconds"] <= done.time_limit_seconds + 5
+
+
+def test_a_job_delivered_again_after_its_result_is_saved_changes_nothing(hubs, workers):
+    day = last_mile_day(hubs, count=5, vehicles=2)
+    job = start_job(day, time_limit_seconds=1)
+    worker = workers()
+    done = wait_for(lambda: finished(job.pk), 60, what="the job", worker=worker)
+    routes = sorted(Route.objects.filter(job=job).values_list("pk", flat=True))
+    trail = status_trail(job.pk)
+
+    for _ in range(2):  # a redelivery, and a duplicate send
+        optimization_job_run_task.delay(job.pk)
+    # The worker takes one message at a time, in order: once a job sent after
+    # the duplicates is done, the duplicates have been handled.
+    sentinel = start_job(
+        last_mile_day(hubs, count=2, day=day.day, seed=3), time_limit_seconds=1
+    )
+    wait_for(lambda: finished(sentinel.pk), 60, what="the sentinel job", worker=worker)
+
+    again = job_row(job.pk)
+    assert done.status == again.status == S.SUCCEEDED
+    assert again.attempts == 1
+    assert again.finished_at == done.finished_at
+    assert sorted(Route.objects.filter(job=job).values_list("pk", flat=True)) == routes
+    assert status_trail(job.pk) == trail
+
+
+def test_a_worker_killed_mid_job_leaves_the_job_rerun_and_finished(hubs, workers):
+    day = last_mile_day(hubs, count=15, vehicles=3)
+    job = start_job(day, time_limit_seconds=4)
+    first = workers()
+    running = wait_for(
+        lambda: running_with_progress(job.pk), 60, what="progress", worker=first
+    )
+
+    first.kill()
+    killed_at = time.monotonic()
+    assert (
+        job_row(job.pk).status == S.RUNNING
+    )  # nothing finished it: the process is gone
+    assert not Route.objects.filter(job=job).exists()
+
+    # Redis hands an unacknowledged message out again once it is older than the
+    # visibility timeout; a worker sweeps for such messages when it starts.
+    delivered_ago = (time.monotonic() - killed_at) + 1
+    time.sleep(max(0.0, TEST_VISIBILITY_TIMEOUT_SECONDS + 1 - delivered_ago))
+    second = workers()
+    done = wait_for(lambda: finished(job.pk), 90, what="the re-run", worker=second)
+    recovery_seconds = time.monotonic() - killed_at
+
+    assert done.status == S.SUCCEEDED, done.error
+    assert done.attempts == 2
+    assert done.statistics["attempt"] == 2
+    assert done.run_token != running.run_token
+    assert status_trail(job.pk) == [S.QUEUED, S.RUNNING, S.RUNNING, S.SUCCEEDED]
+    assert sorted(planned_leg_ids(job.pk)) == sorted(
+        leg.pk for leg in day.legs(Mile.LAST)
+    )
+    assert Route.objects.filter(job=job).count() == len(done.statistics["route_ids"])
+    print(f"SIGKILL to finished: {recovery_seconds:.1f} s")  # noqa: T201 - a measured figure
+
+
+def test_a_pool_child_killed_mid_job_is_requeued_at_once_and_finished(hubs, workers):
+    day = last_mile_day(hubs, count=15, vehicles=3)
+    job = start_job(day, time_limit_seconds=4)
+    worker = workers(pool="prefork")
+    wait_for(lambda: running_with_progress(job.pk), 60, what="progress", worker=worker)
+    (child,) = worker.children()
+
+    os.kill(child, signal.SIGKILL)
+    killed_at = time.monotonic()
+    done = wait_for(lambda: finished(job.pk), 90, what="the re-run", worker=worker)
+
+    assert done.status == S.SUCCEEDED, done.error
+    assert done.attempts == 2
+    assert (
+        "WorkerLostError" in worker.log() or "Worker exited prematurely" in worker.log()
+    )
+    assert Route.objects.filter(job=job).count() == len(done.statistics["route_ids"])
+    # The requeue is immediate; the wait is the dead attempt's lease running out.
+    assert time.monotonic() - killed_at < services.LEASE_SECONDS + 4 + 20
+
+
+def test_cancelling_through_the_api_stops_the_search_on_the_worker(
+    hubs, workers, dispatcher_client
+):
+    day = last_mile_day(hubs, count=15, vehicles=3)
+    job = start_job(day, time_limit_seconds=120)
+    worker = workers()
+    wait_for(lambda: running_with_progress(job.pk), 60, what="progress", worker=worker)
+
+    response = dispatcher_client.post(
+        f"/api/v1/optimizations/{job.pk}/cancel/", {}, format="json"
+    )
+    asked_at = time.monotonic()
+    done = wait_for(lambda: finished(job.pk), 30, what="the cancel", worker=worker)
+    stop_seconds = time.monotonic() - asked_at
+
+    assert response.status_code == 202
+    assert done.status == S.CANCELLED
+    assert stop_seconds < 5, f"the search went on {stop_seconds:.1f} s after the cancel"
+    # Kept on cancel (the default): the best plan found so far, as draft routes.
+    assert done.statistics["stopped_early"] is True
+    assert sorted(planned_leg_ids(job.pk)) == sorted(
+        leg.pk for leg in day.legs(Mile.LAST)
+    )
+    assert status_trail(job.pk) == [S.QUEUED, S.RUNNING, S.CANCELLED]
+    print(f"cancel to stopped: {stop_seconds:.2f} s")  # noqa: T201 - a measured figure
