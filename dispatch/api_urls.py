@@ -50,6 +50,10 @@ urlpatterns = [
         views.DispatchConflictListApi.as_view(),
         name="dispatch-conflicts",
     ),
+    # Dispatchers: line-haul trips
+    path("trips/", views.TripListApi.as_view(), name="trip-list"),
+    path("trips/plan/", views.TripsPlanApi.as_view(), name="trips-plan"),
+    path("trips/<int:trip_id>/", views.TripDetailApi.as_view(), name="trip-detail"),
     # Drivers (and dispatchers where the view says so)
     path("driver/me/", driver_views.DriverMeApi.as_view(), name="driver-me"),
     path("driver/duty/", driver_views.DriverDutyApi.as_view(), name="driver-duty"),

@@ -556,3 +556,30 @@ class DispatchConflictSerializer(serializers.Serializer):
     payload = serializers.DictField()
     created_at = serializers.DateTimeField()
     resolved_at = serializers.DateTimeField(allow_null=True)
+
+
+class TripSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    route_id = serializers.IntegerField()
+    origin_hub = serializers.CharField(source="origin_hub.code")
+    destination_hub = serializers.CharField(source="destination_hub.code")
+    departs_at = serializers.DateTimeField()
+    arrives_at = serializers.DateTimeField()
+    status = serializers.CharField(source="route.status")
+    driver = RouteDriverSerializer(source="route.driver", allow_null=True)
+    vehicle = RouteVehicleSerializer(source="route.vehicle", allow_null=True)
+    leg_count = serializers.IntegerField()
+
+
+class TripsPlanInputSerializer(serializers.Serializer):
+    date = serializers.DateField()
+
+
+class TripsPlanResultSerializer(serializers.Serializer):
+    trips = serializers.ListField(
+        child=serializers.IntegerField(), help_text="route ids"
+    )
+    consolidated = serializers.DictField(
+        child=serializers.ListField(child=serializers.IntegerField())
+    )
+    waiting = serializers.ListField(child=serializers.DictField())

@@ -4,7 +4,7 @@ operation (each validates, calls one service and answers the new state)."""
 from __future__ import annotations
 
 import django_filters
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
@@ -17,7 +17,15 @@ from shipments.idempotency import idempotent
 from shipments.states import Mile
 from shipments.views import IDEMPOTENCY_HEADER
 
-from .models import DispatchConflict, Driver, LocationPing, RouteEvent, Vehicle
+from .linehaul import trips_plan_day
+from .models import (
+    DispatchConflict,
+    Driver,
+    LineHaulTrip,
+    LocationPing,
+    RouteEvent,
+    Vehicle,
+)
 from .selectors import route_detail_queryset, route_list_for_dispatch, stops_with_work
 from .serializers import (
     DispatchConflictSerializer,
@@ -33,6 +41,9 @@ from .serializers import (
     RouteStopSerializer,
     RouteSummarySerializer,
     StopReassignInputSerializer,
+    TripSerializer,
+    TripsPlanInputSerializer,
+    TripsPlanResultSerializer,
     VehicleSerializer,
 )
 from .services import (
@@ -256,3 +267,70 @@ class DispatchConflictListApi(ListAPIView):
         if self.request.query_params.get("open") == "true":
             conflicts = conflicts.filter(resolved_at__isnull=True)
         return conflicts
+
+
+# ---------------------------------------------------------------------------
+# Line-haul trips (a trip is a route: assign and publish it under /routes/)
+# ---------------------------------------------------------------------------
+
+
+class TripFilter(django_filters.FilterSet):
+    date = django_filters.DateFilter(field_name="route__service_date")
+    origin = django_filters.CharFilter(field_name="origin_hub__code")
+    destination = django_filters.CharFilter(field_name="destination_hub__code")
+    status = django_filters.MultipleChoiceFilter(
+        field_name="route__status", choices=Route.Status.choices
+    )
+
+    class Meta:
+        model = LineHaulTrip
+        fields = ["date", "origin", "destination", "status"]
+
+
+def _trips():
+    return LineHaulTrip.objects.select_related(
+        "route__driver__user", "route__vehicle", "origin_hub", "destination_hub"
+    ).annotate(
+        leg_count=Count("route__stops__legs", filter=Q(route__stops__sequence=1))
+    )
+
+
+class TripListApi(ListAPIView):
+    """The timetable's trips with how many legs each carries."""
+
+    serializer_class = TripSerializer
+    filterset_class = TripFilter
+
+    def get_queryset(self):
+        return _trips().order_by("departs_at", "id")
+
+
+class TripDetailApi(APIView):
+    @extend_schema(responses=TripSerializer)
+    def get(self, request, trip_id: int):
+        return Response(TripSerializer(get_object_or_404(_trips(), pk=trip_id)).data)
+
+
+class TripsPlanApi(APIView):
+    """Consolidate the waiting middle-mile legs onto the day's trips (by the
+    origin hub's cut-offs and the trip's capacity)."""
+
+    @extend_schema(
+        request=TripsPlanInputSerializer,
+        responses=TripsPlanResultSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @idempotent
+    def post(self, request):
+        payload = TripsPlanInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        result = trips_plan_day(
+            service_date=payload.validated_data["date"], actor=request.user
+        )
+        return Response(
+            {
+                "trips": result.trips,
+                "consolidated": {str(k): v for k, v in result.consolidated.items()},
+                "waiting": result.waiting,
+            }
+        )

@@ -36,9 +36,9 @@ def local(day, hh: int, mm: int = 0) -> datetime:
     return timezone.make_aware(datetime.combine(day, time(hh, mm)))
 
 
-def leg_walk(leg: Leg, *statuses: str) -> None:
+def leg_walk(leg: Leg, *statuses: str, at: datetime | None = None) -> None:
     for status in statuses:
-        leg_transition(leg_id=leg.pk, to=status, source="system")
+        leg_transition(leg_id=leg.pk, to=status, source="system", occurred_at=at)
 
 
 def shipment_at_hub(hub: Hub, destination, **kwargs):

@@ -154,7 +154,12 @@ def test_a_dispatcher_reads_everything(dispatcher_client, last_mile_route, pod):
 
 @pytest.mark.parametrize(
     "url",
-    ["/api/v1/routes/", "/api/v1/dispatch/conflicts/", "/api/v1/shipments/"],
+    [
+        "/api/v1/routes/",
+        "/api/v1/dispatch/conflicts/",
+        "/api/v1/shipments/",
+        "/api/v1/trips/",
+    ],
 )
 def test_drivers_are_refused_dispatcher_endpoints_whatever_the_id(driver_client, url):
     assert driver_client.get(url).status_code == 403
