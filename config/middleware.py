@@ -18,6 +18,8 @@ class BodySizeLimitMiddleware:
 
     def __call__(self, request):
         limit = settings.MAX_REQUEST_BODY_BYTES
+        if request.META.get("CONTENT_TYPE", "").startswith("application/json"):
+            limit = min(limit, settings.MAX_JSON_BODY_BYTES)
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:

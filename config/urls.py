@@ -7,20 +7,12 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.permissions import AllowAny
 from rest_framework.routers import DefaultRouter
 
 from config.health import healthz
 from dispatch.views import DriverViewSet, VehicleViewSet
 from shipments import views as shipment_views
-
-
-class TokenLoginApi(ObtainAuthToken):
-    """Exchange a username and password for an API token."""
-
-    permission_classes = [AllowAny]
-
+from shipments.auth import DashboardLoginView, TokenLoginApi
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
@@ -93,7 +85,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path(
         "accounts/login/",
-        auth_views.LoginView.as_view(template_name="registration/login.html"),
+        DashboardLoginView.as_view(),
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -4,4 +4,4 @@ from rest_framework.pagination import PageNumberPagination
 class StandardPagination(PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
-    max_page_size = 500
+    max_page_size = 100  # clamp: a larger page_size is served as 100

@@ -218,6 +218,8 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 2000
 # Whole-body cap, checked before parsing (POD photos and CSV files included).
 MAX_REQUEST_BODY_BYTES = env.int("MAX_REQUEST_BODY_BYTES", default=10 * 1024 * 1024)
+# JSON bodies are smaller: a full 500-event driver batch is about 150 KB.
+MAX_JSON_BODY_BYTES = env.int("MAX_JSON_BODY_BYTES", default=1024 * 1024)
 
 # ---------------------------------------------------------------------------
 # Static and media files
