@@ -211,3 +211,45 @@ FINISHED_JOB_STATUSES = frozenset(
         OptimizationJob.Status.CANCELLED,
     }
 )
+
+
+class OptimizationPart(models.Model):
+    """One cluster of a decomposed job, solved by whichever worker claims it first:
+    a worker running its Celery task, or the job's own worker while it waits.
+
+    The problem (compacted to the locations it uses) and the solution are stored
+    as JSON; ``run_token`` names the job attempt that made the part, so parts of
+    a dead attempt are never mistaken for the current ones.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    job = models.ForeignKey(OptimizationJob, on_delete=models.CASCADE, related_name="parts")
+    run_token = models.UUIDField()
+    index = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    problem = models.JSONField()
+    # Locations of the compacted problem → index in the job's whole problem.
+    location_indices = models.JSONField(default=list)
+    time_limit_seconds = models.FloatField()
+    seed = models.IntegerField(default=0)
+    solution = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    claimed_by = models.CharField(max_length=200, blank=True)  # "host:pid" of the solver
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job_id", "index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "run_token", "index"], name="optimization_part_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"part {self.index} of optimization {self.job_id} ({self.status})"

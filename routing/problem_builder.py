@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_CEILING, Decimal
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
+import numpy as np
 from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -42,6 +45,7 @@ from routing.solver.problem import (
     Visit,
 )
 from routing.solver.problem import Vehicle as SolverVehicle
+from routing.solver.solution import Solution
 from shipments.models import Hub, Leg
 from shipments.models import Location as LocationRow
 from shipments.states import LegStatus, Mile
@@ -412,3 +416,133 @@ def route_cost_money(
         + duration_seconds / 3600 * float(vehicle.cost_per_hour)
     )
     return math.floor(cost * 100 + 0.5) / 100
+
+
+# ---------------------------------------------------------------------------
+# Parts of a decomposed problem: compacted and stored as JSON for other workers
+# ---------------------------------------------------------------------------
+
+
+def problem_compact(problem: Problem) -> tuple[Problem, list[int]]:
+    """The same problem over only the locations it uses, and the old index of
+    each new one. A part of a decomposition keeps the whole matrix otherwise."""
+    used: set[int] = set()
+    for vehicle in problem.vehicles:
+        used.add(vehicle.start_location_index)
+        if vehicle.end_location_index is not None:
+            used.add(vehicle.end_location_index)
+    for job in problem.jobs:
+        used.update(visit.location_index for visit in job.visits)
+    old = sorted(used)
+    new = {index: position for position, index in enumerate(old)}
+    picked = np.ix_(old, old)
+    distance = np.asarray(problem.matrix.distance_meters, dtype=np.int64)[picked]
+    profiles = {vehicle.profile for vehicle in problem.vehicles}
+    durations = {
+        profile: tuple(
+            map(
+                tuple,
+                np.asarray(problem.matrix.durations_for(profile), dtype=np.int64)[
+                    picked
+                ].tolist(),
+            )
+        )
+        for profile in profiles
+    }
+
+    def moved(visit: Visit | None) -> Visit | None:
+        return (
+            None
+            if visit is None
+            else replace(visit, location_index=new[visit.location_index])
+        )
+
+    compact = replace(
+        problem,
+        locations=tuple(problem.locations[index] for index in old),
+        jobs=tuple(
+            replace(job, pickup=moved(job.pickup), delivery=moved(job.delivery))
+            for job in problem.jobs
+        ),
+        vehicles=tuple(
+            replace(
+                vehicle,
+                start_location_index=new[vehicle.start_location_index],
+                end_location_index=None
+                if vehicle.end_location_index is None
+                else new[vehicle.end_location_index],
+            )
+            for vehicle in problem.vehicles
+        ),
+        matrix=Matrix(
+            distance_meters=tuple(map(tuple, distance.tolist())),
+            duration_seconds=durations,
+        ),
+    )
+    return compact, old
+
+
+def solution_expand(solution: Solution, old_index: Sequence[int]) -> Solution:
+    """A compacted part's solution in the original problem's location indices."""
+    routes = tuple(
+        replace(
+            route,
+            start_location_index=old_index[route.start_location_index],
+            end_location_index=None
+            if route.end_location_index is None
+            else old_index[route.end_location_index],
+            stops=tuple(
+                replace(stop, location_index=old_index[stop.location_index])
+                for stop in route.stops
+            ),
+        )
+        for route in solution.routes
+    )
+    return replace(solution, routes=routes)
+
+
+def to_json(value: Any) -> Any:
+    """Solver dataclasses as plain JSON values (tuples → lists, sets sorted)."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, list | tuple):
+        return [to_json(item) for item in value]
+    if isinstance(value, frozenset | set):
+        return sorted(to_json(item) for item in value)
+    if isinstance(value, dict):
+        return {str(key): to_json(item) for key, item in value.items()}
+    return value
+
+
+def from_json(kind: Any, data: Any) -> Any:
+    """The inverse of ``to_json`` for a declared type (a solver dataclass, or
+    the types its fields use). Driven by the annotations, so fields the solver
+    adds later round-trip without changes here."""
+    origin, args = get_origin(kind), get_args(kind)
+    if origin in (Union, UnionType):
+        if data is None:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return from_json(inner, data)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            if args[0] in (int, float, str):
+                return tuple(data)
+            return tuple(from_json(args[0], item) for item in data)
+        return tuple(from_json(arg, item) for arg, item in zip(args, data, strict=True))
+    if origin in (frozenset, set):
+        return frozenset(from_json(args[0], item) for item in data)
+    if origin is dict:
+        return {key: from_json(args[1], item) for key, item in data.items()}
+    if isinstance(kind, type) and is_dataclass(kind):
+        hints = get_type_hints(kind)
+        return kind(
+            **{
+                f.name: from_json(hints[f.name], data[f.name])
+                for f in fields(kind)
+                if f.name in data
+            }
+        )
+    if kind is float and isinstance(data, int):
+        return float(data)
+    return data

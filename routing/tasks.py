@@ -59,3 +59,12 @@ def optimization_job_recover_task() -> list[int]:
     from routing.services import optimization_job_recover_stale
 
     return optimization_job_recover_stale()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, idempotent=True)
+def optimization_part_solve_task(part_id: int) -> str:
+    """Solve one part of a decomposed job; a part already taken or done is left
+    alone (the claim is a conditional UPDATE), so a re-delivery does nothing."""
+    from routing.services import optimization_part_solve
+
+    return optimization_part_solve(part_id=part_id)
