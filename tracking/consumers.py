@@ -19,7 +19,12 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from shipments.outbox import DASHBOARD_GROUP, driver_group, optimization_group, shipment_group
+from shipments.outbox import (
+    DASHBOARD_GROUP,
+    driver_group,
+    optimization_group,
+    shipment_group,
+)
 from shipments.roles import user_is_dispatcher
 
 from .kick import background_loop_ensure_started

@@ -30,7 +30,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from routing.models import Route, RouteStop
-from routing.solver.matrix import DEFAULT_DETOUR_FACTOR, DEFAULT_SPEEDS_KMH, haversine_meters
+from routing.solver.matrix import (
+    DEFAULT_DETOUR_FACTOR,
+    DEFAULT_SPEEDS_KMH,
+    haversine_meters,
+)
 from shipments.outbox import DASHBOARD_GROUP, driver_group, outbox_enqueue
 
 from .models import EtaRecord, RouteForecast
@@ -286,9 +290,7 @@ def _leg_etas(route: Route, stops: list[RouteStop], result: RouteEta) -> dict[in
                 if leg.status not in ("in_transit", "arrived") or leg.to_hub_id is None:
                     continue
                 eta = _hub_eta(leg.to_hub_id, hub_stop_etas, after=None) or result.end_eta
-            elif leg.to_hub_id is None:
-                eta = stop_eta
-            elif stop.kind == RouteStop.Kind.HUB and stop.hub_id == leg.to_hub_id:
+            elif leg.to_hub_id is None or stop.kind == RouteStop.Kind.HUB and stop.hub_id == leg.to_hub_id:
                 eta = stop_eta
             else:
                 eta = _hub_eta(leg.to_hub_id, hub_stop_etas, after=stop_eta) or result.end_eta

@@ -7,7 +7,14 @@ from django.test import Client
 
 from shipments.models import ShipmentEvent
 from tests import factories
-from tests.tracking.builders import chain_plan, fixed_travel, legs_of, local_at, position_set, route_make
+from tests.tracking.builders import (
+    chain_plan,
+    fixed_travel,
+    legs_of,
+    local_at,
+    position_set,
+    route_make,
+)
 from tracking.eta import eta_route_refresh
 from tracking.models import DeliveryException
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.utils import timezone
 
 from routing.models import RouteStop
-from shipments.models import Leg, Shipment, ShipmentEvent
+from shipments.models import Shipment, ShipmentEvent
 from shipments.services import leg_transition
 from tests import factories
 from tests.tracking.builders import (
@@ -20,7 +19,13 @@ from tests.tracking.builders import (
     route_make,
 )
 from tracking.eta import StopInput, eta_route_refresh, stop_etas
-from tracking.models import DeliveryException, EtaRecord, ExceptionType, LegForecast, RouteForecast
+from tracking.models import (
+    DeliveryException,
+    EtaRecord,
+    ExceptionType,
+    LegForecast,
+    RouteForecast,
+)
 
 pytestmark = pytest.mark.django_db
 

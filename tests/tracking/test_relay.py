@@ -27,7 +27,7 @@ def _receive_all(layer, channel: str, *, expected: int, timeout_seconds: float =
         while len(got) < expected and time.monotonic() < deadline:
             try:
                 got.append(await asyncio.wait_for(layer.receive(channel), timeout=0.5))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
         return got
 

@@ -14,7 +14,11 @@ from shipments.services import shipment_cancel
 from tests import factories
 from tracking.models import WebhookDelivery, WebhookEndpoint
 from tracking.relay import outbox_relay_run
-from tracking.webhooks import backoff_seconds, webhook_deliveries_retry_due, webhook_signature_valid
+from tracking.webhooks import (
+    backoff_seconds,
+    webhook_deliveries_retry_due,
+    webhook_signature_valid,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
