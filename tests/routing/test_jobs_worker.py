@@ -10,7 +10,9 @@ group ``optimization.<id>`` from outside, as the dashboard would.
   job over from the dead attempt and finishes it; a pool child SIGKILLed under
   prefork is requeued at once (reject_on_worker_lost);
 * a job whose result is saved, delivered again, changes nothing;
-* cancelling through the API stops the search on the worker and keeps its best plan.
+* cancelling through the API stops the search on the worker and keeps its best plan;
+* a decomposed job's parts go out as a Celery group and a worker solves some of
+  them while the job's own process solves the rest.
 """
 
 from __future__ import annotations
@@ -358,3 +360,32 @@ def test_cancelling_through_the_api_stops_the_search_on_the_worker(
     )
     assert status_trail(job.pk) == [S.QUEUED, S.RUNNING, S.CANCELLED]
     print(f"cancel to stopped: {stop_seconds:.2f} s")  # noqa: T201 - a measured figure
+
+
+def test_parts_of_a_decomposed_job_are_solved_by_the_worker_in_parallel(
+    hubs, workers, monkeypatch
+):
+    monkeypatch.setattr(services, "DECOMPOSE_THRESHOLD_JOBS", 10)
+    monkeypatch.setattr(services, "DECOMPOSE_CLUSTER_JOBS", 8)
+    day = last_mile_day(hubs, count=24, vehicles=4)
+    job = start_job(day, time_limit_seconds=6)
+    # The job runs here (with the lowered thresholds), not as a task: drop its message.
+    celery_app.control.purge()
+    worker = workers()
+
+    started = time.monotonic()
+    done = services.optimization_job_run(job_id=job.pk)
+    wall_seconds = time.monotonic() - started
+
+    assert done.status == S.SUCCEEDED, done.error
+    assert done.statistics["parts"] == 3
+    solvers = set(done.statistics["part_solvers"])
+    here = services._solver_name()
+    assert here in solvers
+    assert solvers - {here}, (
+        f"the worker solved no part: {solvers}\n{worker.log()[-2000:]}"
+    )
+    assert sorted(planned_leg_ids(job.pk)) == sorted(
+        leg.pk for leg in day.legs(Mile.LAST)
+    )
+    assert wall_seconds <= done.time_limit_seconds + 5
