@@ -266,8 +266,16 @@ def test_a_job_delivered_again_after_its_result_is_saved_changes_nothing(hubs, w
         optimization_job_run_task.delay(job.pk)
     # The worker takes one message at a time, in order: once a job sent after
     # the duplicates is done, the duplicates have been handled.
-    sentinel = start_job(
-        last_mile_day(hubs, count=2, day=day.day, seed=3), time_limit_seconds=1
+    # It plans only its own parcels: a plan of the whole day would supersede the
+    # first job's drafts (one draft plan per leg).
+    other = last_mile_day(hubs, count=2, day=day.day, seed=3)
+    sentinel = optimization_job_create(
+        service_date=other.day,
+        hub=other.hub,
+        mile=Mile.LAST,
+        vehicles=other.vehicles,
+        shipments=other.shipments,
+        time_limit_seconds=1,
     )
     wait_for(lambda: finished(sentinel.pk), 60, what="the sentinel job", worker=worker)
 
