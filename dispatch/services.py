@@ -228,9 +228,15 @@ def route_assignment_problems(
             f"does not cover the route ({timezone.localtime(span[0]):%H:%M}–"
             f"{timezone.localtime(span[1]):%H:%M})."
         )
-    others = Route.objects.filter(
-        service_date=route.service_date, status__in=OPEN_ROUTE_STATUSES
-    ).exclude(pk=route.pk)
+    # Booked = on another route of the day that has a driver: a draft nobody
+    # drives yet is a proposal and holds nothing.
+    others = (
+        Route.objects.filter(
+            service_date=route.service_date, status__in=OPEN_ROUTE_STATUSES
+        )
+        .exclude(pk=route.pk)
+        .exclude(driver__isnull=True)
+    )
     for other in others.filter(driver=driver):
         if _overlaps(span, route_span(other)):
             problems.setdefault(
