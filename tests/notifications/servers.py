@@ -51,9 +51,14 @@ class SmtpServer:
             probe.bind(("127.0.0.1", 0))
             free_port = probe.getsockname()[1]
         self.controller = Controller(self.inbox, hostname="127.0.0.1", port=free_port)
+        self.running = False
+        self.started_once = False
 
     def start(self) -> SmtpServer:
+        if self.started_once:  # a stopped controller cannot restart: a new one, same port
+            self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
         self.controller.start()
+        self.running = self.started_once = True
         return self
 
     @property
@@ -61,7 +66,9 @@ class SmtpServer:
         return self.controller.port
 
     def stop(self) -> None:
-        self.controller.stop()
+        if self.running:
+            self.controller.stop()
+            self.running = False
 
     @property
     def messages(self) -> list[EmailMessage]:
