@@ -43,7 +43,7 @@ from celery import group
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Count, Prefetch, QuerySet
+from django.db.models import Count, Prefetch, ProtectedError, QuerySet
 from django.utils import timezone
 
 from dispatch.models import Vehicle
@@ -678,11 +678,14 @@ def _legs_to_plan(job: OptimizationJob) -> list[Leg]:
 def optimization_job_build(job: OptimizationJob) -> BuiltProblem:
     """The job's problem, from what the database holds now."""
     legs = _legs_to_plan(job)
+    vehicles = list(job.vehicles.filter(is_active=True))
+    if not vehicles:
+        raise ValueError("none of the job's vehicles is in service any more")
     built = problem_builder.problem_build(
         service_date=job.service_date,
         hub=Hub.objects.select_related("location").get(pk=job.hub_id),
         mile=job.mile,
-        vehicles=list(job.vehicles.filter(is_active=True)),
+        vehicles=vehicles,
         legs=legs,
         objective_weights=job.objective_weights,
     )
@@ -755,7 +758,7 @@ def optimization_job_run(*, job_id: int) -> OptimizationJob:
     try:
         try:
             built = optimization_job_build(job)
-        except ValueError as exc:  # the hub closed that day since the job was made
+        except ValueError as exc:  # hub closed, vehicles retired since the job was made
             return _fail(job_id, run_token, str(exc))
         watch = _JobWatch(job_id=job_id, run_token=run_token)
         watch.start()
@@ -825,7 +828,13 @@ def _drafts_supersede(*, job: OptimizationJob, leg_ids: set[int]) -> list[int]:
         .values_list("pk", flat=True)
     )
     if stale:
-        Route.objects.filter(pk__in=stale).delete()
+        try:
+            with transaction.atomic():
+                Route.objects.filter(pk__in=stale).delete()
+        except ProtectedError:
+            # Something already refers to a draft (nothing should): keep the
+            # rows for the record, out of play.
+            Route.objects.filter(pk__in=stale).update(status=Route.Status.CANCELLED)
     return stale
 
 

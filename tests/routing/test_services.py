@@ -240,6 +240,19 @@ def test_a_hub_closed_since_the_job_was_made_fails_the_job_with_the_reason(hubs)
     assert "closed" in job.error
 
 
+def test_vehicles_retired_since_the_job_was_made_fail_the_job_with_the_reason(hubs):
+    day = last_mile_day(hubs, count=2)
+    job = job_for(day)
+    for vehicle in day.vehicles:
+        vehicle.is_active = False
+        vehicle.save(update_fields=["is_active"])
+
+    job = optimization_job_run(job_id=job.pk)
+
+    assert job.status == S.FAILED
+    assert "in service" in job.error
+
+
 # ---------------------------------------------------------------------------
 # Claims: one live attempt, take-over of a dead one, a cap on attempts
 # ---------------------------------------------------------------------------
