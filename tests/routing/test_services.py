@@ -5,6 +5,7 @@ test_jobs_worker.py."""
 from __future__ import annotations
 
 import dataclasses
+import random
 import threading
 import time
 from datetime import timedelta
@@ -30,7 +31,16 @@ from routing.services import (
 from shipments.models import OutboxMessage
 from shipments.outbox import optimization_group
 from shipments.states import InvalidTransition, LegStatus, Mile
-from tests.routing.test_jobs_support import GroupListener, last_mile_day, mile_legs
+from tests import factories
+from tests.routing.test_jobs_support import (
+    GroupListener,
+    first_mile_day,
+    last_mile_day,
+    mile_legs,
+    near,
+    return_make,
+    service_day,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -118,6 +128,66 @@ def test_run_saves_draft_routes_that_serve_every_leg_once(hubs):
         assert route.cost > 0
     assert job.statistics["distance_meters"] == sum(r.distance_meters for r in routes)
     assert status_messages(job) == [S.QUEUED, S.RUNNING, S.SUCCEEDED]
+
+
+def test_a_first_mile_job_brings_every_pickup_back_to_the_hub(hubs):
+    day = first_mile_day(hubs, count=5)
+
+    job = optimization_job_run(
+        job_id=optimization_job_create(
+            service_date=day.day,
+            hub=day.hub,
+            mile=Mile.FIRST,
+            vehicles=day.vehicles,
+            time_limit_seconds=1,
+        ).pk
+    )
+
+    assert job.status == S.SUCCEEDED, job.error
+    assert sorted(planned_leg_ids(job)) == sorted(
+        leg.pk for leg in day.legs(Mile.FIRST)
+    )
+    kinds = set(RouteStop.objects.filter(route__job=job).values_list("kind", flat=True))
+    assert kinds == {RouteStop.Kind.PICKUP, RouteStop.Kind.HUB}
+
+
+def test_a_return_job_collects_before_it_sends_back_through_the_hub(hubs):
+    day = service_day()
+    monaco = hubs[1]
+    shipments = [
+        return_make(
+            customer=near(factories.MONACO_HUB, random.Random(n), 0.01),
+            shipper=(43.7350, 7.4200),
+            day=day,
+        )
+        for n in range(3)
+    ]
+    vehicles = [factories.vehicle_make(monaco) for _ in range(2)]
+
+    job = optimization_job_run(
+        job_id=optimization_job_create(
+            service_date=day,
+            hub=monaco,
+            mile=Mile.RETURN,
+            vehicles=vehicles,
+            time_limit_seconds=2,
+        ).pk
+    )
+
+    assert job.status == S.SUCCEEDED, job.error
+    assert job.statistics["unassigned"] == []
+    stops = {
+        leg_id: stop
+        for stop in RouteStop.objects.filter(route__job=job).select_related("route")
+        for leg_id in stop.legs.values_list("pk", flat=True)
+    }
+    for shipment in shipments:
+        collect, send_back = mile_legs(shipment)[Mile.RETURN]
+        # The parcel is back at the hub (and handled) before it leaves again.
+        handled = stops[collect.pk].route.planned_end + timedelta(
+            minutes=monaco.handling_minutes
+        )
+        assert stops[send_back.pk].route.planned_start >= handled
 
 
 def test_a_finished_job_delivered_again_does_nothing(hubs):
