@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Channel(models.TextChoices):
@@ -188,7 +189,8 @@ class Message(models.Model):
     provider_message_id = models.CharField(max_length=200, blank=True)
     # Facts the message told (e.g. the ETA), for later decisions ("moved since?").
     facts = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # The decision's time (the throttle's clock), set by the service.
+    created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 

@@ -164,6 +164,7 @@ def _decide(
         recipient_role=rule.recipient_role,
         recipient=recipient.address,
         language=recipient.language,
+        created_at=now,
     )
     if rule.trigger in ETA_TELLING and shipment.eta:
         row.facts = {"eta": shipment.eta.isoformat()}

@@ -33,14 +33,20 @@ def step(shipment: Shipment, mile: str, status: str, **kwargs):
     return leg_transition(leg_id=leg_of(shipment, mile).pk, to=status, source="driver", **kwargs)
 
 
-def process_in_process(shipment: Shipment) -> list[Message]:
-    """What the signal + worker do, run here: decide every undecided event of
-    the shipment, then make one attempt at every queued message."""
+def decide_pending(shipment: Shipment, *, now=None) -> list[Message]:
+    """What the signal + worker do, run here: decide every undecided event."""
     decided = []
     for event_id in ShipmentEvent.objects.filter(
         shipment=shipment, notification_review__isnull=True
     ).order_by("id").values_list("pk", flat=True):
-        decided += notifications_decide_for_event(event_id=event_id)
+        decided += notifications_decide_for_event(event_id=event_id, now=now)
+    return decided
+
+
+def process_in_process(shipment: Shipment) -> list[Message]:
+    """Decide every undecided event of the shipment, then make one attempt at
+    every queued message."""
+    decided = decide_pending(shipment)
     for message in decided:
         if message.status == Message.Status.QUEUED:
             notification_send(message_id=message.pk)
