@@ -397,3 +397,43 @@ def test_parts_of_a_decomposed_job_are_solved_by_the_worker_in_parallel(
         leg.pk for leg in day.legs(Mile.LAST)
     )
     assert wall_seconds <= done.time_limit_seconds + 5
+
+
+def test_a_job_that_kills_every_worker_running_it_is_given_up_after_the_cap(
+    hubs, workers
+):
+    """The poison case: each attempt's process dies (here: SIGKILL of the pool
+    child each time the job runs). After MAX_ATTEMPTS the next delivery fails
+    the job instead of running it again."""
+    day = last_mile_day(hubs, count=8, vehicles=2)
+    job = start_job(day, time_limit_seconds=60)
+    worker = workers(pool="prefork")
+
+    for attempt in range(1, services.MAX_ATTEMPTS + 1):
+        wait_for(
+            lambda attempt=attempt: (
+                job_row(job.pk).attempts == attempt
+                and job_row(job.pk).status == S.RUNNING
+            ),
+            services.LEASE_SECONDS + 60,
+            what=f"attempt {attempt}",
+            worker=worker,
+        )
+        time.sleep(0.5)  # let the attempt get into its search
+        (child,) = worker.children()
+        os.kill(child, signal.SIGKILL)
+
+    done = wait_for(
+        lambda: finished(job.pk),
+        services.LEASE_SECONDS + 60,
+        what="the give-up",
+        worker=worker,
+    )
+
+    assert done.status == S.FAILED
+    assert done.attempts == services.MAX_ATTEMPTS
+    assert f"Gave up after {services.MAX_ATTEMPTS} attempts" in done.error
+    assert not Route.objects.filter(job=job).exists()
+    assert status_trail(job.pk) == [S.QUEUED] + [S.RUNNING] * services.MAX_ATTEMPTS + [
+        S.FAILED
+    ]
