@@ -77,13 +77,19 @@ def explicit_matrix(
     if any(len(row) != n for row in distance):
         raise MatrixError("distance matrix is not square")
     if duration_seconds is None:
-        durations = {profile: distance for profile in profiles}
+        durations = dict.fromkeys(profiles, distance)
     elif isinstance(duration_seconds, Mapping):
         durations = {p: tuple(tuple(int(x) for x in row) for row in m) for p, m in duration_seconds.items()}
     else:
         same = tuple(tuple(int(x) for x in row) for row in duration_seconds)
-        durations = {profile: same for profile in profiles}
+        durations = dict.fromkeys(profiles, same)
     return Matrix(distance_meters=distance, duration_seconds=durations)
+
+
+# A location further than this from any road the OSRM server knows is almost
+# certainly outside its extract (OSRM would otherwise snap a Paris stop onto a
+# Monaco street without complaint).
+DEFAULT_MAX_SNAP_METERS = 1_000.0
 
 
 def osrm_matrix(
@@ -94,20 +100,26 @@ def osrm_matrix(
     chunk_size: int = 100,
     timeout_seconds: float = 30.0,
     client: httpx.Client | None = None,
+    max_snap_meters: float | None = DEFAULT_MAX_SNAP_METERS,
 ) -> Matrix:
     """Distances and durations from OSRM's ``/table/v1/{profile}/`` service.
 
     ``profiles`` maps our vehicle profile to the OSRM profile name (default
     {"car": "driving"}). Large sets are fetched in chunk_size × chunk_size blocks
-    because OSRM caps the table size (``--max-table-size``, 100 by default).
-    Distances come from the first profile; unreachable pairs (null) raise.
+    because OSRM caps the table size (``--max-table-size``, 100 by default); each
+    request carries only its block's coordinates, so the URL stays under the
+    server's header limit (about 1,250 coordinates by default) whatever the
+    size of the set. Distances come from the first profile; unreachable pairs
+    (null) raise, and so does a location that snaps further than
+    ``max_snap_meters`` from its coordinates (None turns the check off).
     """
     points = _require_coordinates(locations)
+    if chunk_size < 1:
+        raise MatrixError("chunk_size must be at least 1")
     profiles = dict(profiles or {"car": "driving"})
     n = len(points)
     owns_client = client is None
     http = client or httpx.Client(timeout=timeout_seconds)
-    coordinates = ";".join(f"{lng:.6f},{lat:.6f}" for lat, lng in points)
     try:
         distance: list[list[int]] = [[0] * n for _ in range(n)]
         durations: dict[str, list[list[int]]] = {}
@@ -117,7 +129,9 @@ def osrm_matrix(
                 rows = list(range(row0, min(n, row0 + chunk_size)))
                 for col0 in range(0, n, chunk_size):
                     cols = list(range(col0, min(n, col0 + chunk_size)))
-                    body = _osrm_table(http, base_url, osrm_profile, coordinates, rows, cols)
+                    body = _osrm_table(http, base_url, osrm_profile, points, rows, cols)
+                    if max_snap_meters is not None:
+                        _check_snapping(body, locations, rows, cols, max_snap_meters)
                     for i, row in zip(rows, body["durations"], strict=True):
                         for j, value in zip(cols, row, strict=True):
                             if value is None:
@@ -138,13 +152,24 @@ def osrm_matrix(
 
 
 def _osrm_table(
-    http: httpx.Client, base_url: str, profile: str, coordinates: str, rows: list[int], cols: list[int]
+    http: httpx.Client,
+    base_url: str,
+    profile: str,
+    points: Sequence[tuple[float, float]],
+    rows: list[int],
+    cols: list[int],
 ) -> dict:
+    """One block: the request lists the block's own coordinates (rows, then the
+    columns not already among them) and names sources/destinations within it."""
+    block = list(dict.fromkeys(rows + cols))
+    position = {point_index: k for k, point_index in enumerate(block)}
+    coordinates = ";".join(f"{points[k][1]:.6f},{points[k][0]:.6f}" for k in block)
     url = f"{base_url.rstrip('/')}/table/v1/{profile}/{coordinates}"
     params = {
-        "sources": ";".join(map(str, rows)),
-        "destinations": ";".join(map(str, cols)),
+        "sources": ";".join(str(position[i]) for i in rows),
+        "destinations": ";".join(str(position[j]) for j in cols),
         "annotations": "duration,distance",
+        "generate_hints": "false",  # we never send hints back; they are most of the body
     }
     try:
         response = http.get(url, params=params)
@@ -152,10 +177,28 @@ def _osrm_table(
         raise OsrmUnavailable(f"OSRM at {base_url} unreachable: {error}") from error
     if response.status_code != 200:
         raise OsrmUnavailable(f"OSRM answered {response.status_code}: {response.text[:200]}")
-    body = response.json()
+    try:
+        body = response.json()
+    except ValueError as error:
+        raise OsrmUnavailable(f"OSRM answered something that is not JSON: {response.text[:200]}") from error
     if body.get("code") != "Ok":
         raise OsrmUnavailable(f"OSRM error {body.get('code')}: {body.get('message')}")
     return body
+
+
+def _check_snapping(
+    body: dict, locations: Sequence[Location], rows: list[int], cols: list[int], max_snap_meters: float
+) -> None:
+    """OSRM reports how far it moved each coordinate to reach a road (``distance``
+    of each waypoint); a long move means the location is off this network."""
+    for key, indices in (("sources", rows), ("destinations", cols)):
+        for i, waypoint in zip(indices, body.get(key) or (), strict=False):
+            snapped_meters = waypoint.get("distance")
+            if snapped_meters is not None and snapped_meters > max_snap_meters:
+                raise MatrixError(
+                    f"location {locations[i].key} is {snapped_meters:.0f} m from the nearest road "
+                    f"of the OSRM network (limit {max_snap_meters:.0f} m): outside its map?"
+                )
 
 
 class MatrixCache:
