@@ -10,6 +10,11 @@ urlpatterns = [
     # Dispatchers: routes
     path("routes/", views.RouteListApi.as_view(), name="route-list"),
     path(
+        "routes/insertions/",
+        views.SameDayInsertionApi.as_view(),
+        name="route-insertion",
+    ),
+    path(
         "routes/publish/",
         views.RoutesPublishDayApi.as_view(),
         name="routes-publish-day",

@@ -37,7 +37,7 @@ from shipments.events import event_record
 from shipments.models import Leg, Parcel, Shipment
 from shipments.outbox import driver_group
 from shipments.services import leg_transition
-from shipments.states import LEG_TRANSITIONS, InvalidTransition, LegStatus
+from shipments.states import LEG_TRANSITIONS, InvalidTransition, LegStatus, Mile
 
 from .failure_policy import NOT_ATTEMPTED, leg_failure_resolve
 from .models import DispatchConflict, Driver, DriverEventReceipt, ProofOfDelivery
@@ -406,6 +406,18 @@ def _route_begin(batch: _Batch, item: DriverEventInput, route: Route) -> None:
         return
     route.status = Route.Status.IN_PROGRESS
     route.save(update_fields=["status", "updated_at"])
+    if route.mile != Mile.MIDDLE:
+        # The van has left its depot: the opening hub stop is behind it. (On a
+        # trip the first hub stop is real work: loading, then the scan out.)
+        first = route.stops.order_by("sequence").first()
+        if (
+            first is not None
+            and first.kind == RouteStop.Kind.HUB
+            and first.status == "pending"
+        ):
+            first.status = RouteStop.Status.COMPLETED
+            first.actual_departure = item.occurred_at
+            first.save(update_fields=["status", "actual_departure"])
     route_event_record(
         route=route,
         type="route.started",

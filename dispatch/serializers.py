@@ -583,3 +583,20 @@ class TripsPlanResultSerializer(serializers.Serializer):
         child=serializers.ListField(child=serializers.IntegerField())
     )
     waiting = serializers.ListField(child=serializers.DictField())
+
+
+class InsertionInputSerializer(serializers.Serializer):
+    shipment_id = serializers.IntegerField(min_value=1, max_value=2**62)
+    time_budget_seconds = serializers.FloatField(min_value=0.5, max_value=30, default=5)
+
+
+class InsertionResultSerializer(serializers.Serializer):
+    shipment_id = serializers.IntegerField()
+    method = serializers.ChoiceField(choices=["optimizer", "cheapest_insertion"])
+    route_id = serializers.IntegerField()
+    stop_id = serializers.IntegerField()
+    search_seconds = serializers.FloatField()
+    cost_before = serializers.FloatField()
+    cost_after = serializers.FloatField()
+    relaxed_windows = serializers.ListField(child=serializers.IntegerField())
+    optimizer_note = serializers.CharField(allow_blank=True)

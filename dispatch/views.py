@@ -14,9 +14,11 @@ from rest_framework.views import APIView
 
 from routing.models import Route, RouteStop
 from shipments.idempotency import idempotent
+from shipments.models import Shipment
 from shipments.states import Mile
 from shipments.views import IDEMPOTENCY_HEADER
 
+from .insertion import shipment_insert_same_day
 from .linehaul import trips_plan_day
 from .models import (
     DispatchConflict,
@@ -32,6 +34,8 @@ from .serializers import (
     DriverInputSerializer,
     DriverSerializer,
     DriverUpdateSerializer,
+    InsertionInputSerializer,
+    InsertionResultSerializer,
     LocationPingSerializer,
     RouteAssignInputSerializer,
     RouteEventSerializer,
@@ -334,3 +338,22 @@ class TripsPlanApi(APIView):
                 "waiting": result.waiting,
             }
         )
+
+
+class SameDayInsertionApi(APIView):
+    """Insert an urgent shipment's pickup into its hub's routes under way today:
+    done stops and the drivers' positions stay, the optimizer re-plans the rest
+    within the time budget, the cheapest feasible insertion is the fallback."""
+
+    @extend_schema(
+        request=InsertionInputSerializer,
+        responses={201: InsertionResultSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @idempotent
+    def post(self, request):
+        payload = InsertionInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        get_object_or_404(Shipment, pk=payload.validated_data["shipment_id"])
+        result = shipment_insert_same_day(actor=request.user, **payload.validated_data)
+        return Response(InsertionResultSerializer(result).data, status=201)
