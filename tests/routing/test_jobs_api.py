@@ -163,6 +163,12 @@ def test_cancel_of_a_finished_job_is_a_409_and_of_an_unknown_one_a_404(
     assert OptimizationJob.objects.get(pk=job_id).status == S.SUCCEEDED
     assert missing.status_code == 404
     assert dispatcher_client.get(f"{URL}999999999/").status_code == 404
+    huge = "9" * 30  # beyond a bigint: still a plain 404
+    assert dispatcher_client.get(f"{URL}{huge}/").status_code == 404
+    assert (
+        dispatcher_client.post(f"{URL}{huge}/cancel/", {}, format="json").status_code
+        == 404
+    )
 
 
 @pytest.mark.parametrize(
@@ -196,6 +202,13 @@ def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(
     assert field in response.data, response.data
     assert words.lower() in json.dumps(response.data).lower()
     assert not OptimizationJob.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "query", [{"hub": "abc"}, {"service_date": "yesterday"}, {"status": "lost"}]
+)
+def test_a_bad_list_filter_is_a_400(dispatcher_client, query):
+    assert dispatcher_client.get(URL, query).status_code == 400
 
 
 def test_missing_fields_are_each_named(dispatcher_client):
