@@ -1040,6 +1040,9 @@ def optimization_job_result_save(
             return _finish(
                 job, S.CANCELLED, error="Cancelled; the best plan was discarded."
             )
+        # Two jobs of one hub saving at once would each miss the other's fresh
+        # drafts and leave two plans for the same legs: saves of a hub take turns.
+        Hub.objects.select_for_update().filter(pk=job.hub_id).first()
         leg_ids = {leg.pk for leg in built.legs.values()}
         superseded = _drafts_supersede(job=job, leg_ids=leg_ids)
         parts = _parts_summary_and_clear(job)
