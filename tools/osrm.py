@@ -31,7 +31,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -200,13 +200,15 @@ def start_osrm_routed(
     max_table_size: int = 100,
     log_path: Path | None = None,
     ready_timeout_seconds: float = ROUTED_READY_TIMEOUT_SECONDS,
+    extra_args: Sequence[str] = (),
 ) -> subprocess.Popen:
     """Start ``osrm-routed --algorithm mld --ip 127.0.0.1 --port <port>`` and
     return once it answers a route request. Builds the default network first
     when no ``osrm_file`` is given. Stop it with ``stop_osrm_routed``.
 
     ``max_table_size`` is the server's cap on a table request's side; the
-    client's ``chunk_size`` must not exceed it (both default to 100)."""
+    client's ``chunk_size`` must not exceed it (both default to 100).
+    ``extra_args`` go to osrm-routed as they are (e.g. ``--max-header-size``)."""
     if osrm_file is None:
         osrm_file = ensure_osrm()
     package = ensure_osrm_venv()
@@ -227,6 +229,7 @@ def start_osrm_routed(
                 "--port", str(port),
                 "--threads", str(threads),
                 "--max-table-size", str(max_table_size),
+                *extra_args,
                 str(osrm_file),
             ],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
