@@ -204,3 +204,32 @@ def message_render(
     if rule.channel == Channel.SMS:
         body = _sms_fit(body, url)
     return subject, body, used
+
+
+def message_preview(
+    *, rule: NotificationRule, shipment: Shipment, language: str
+) -> tuple[str, str, str]:
+    """The rule's message for a real shipment, as if its latest matching event
+    (if any) had just happened; for the admin's preview."""
+    from .recipients import recipient_for
+    from .triggers import TRIGGER_EVENT_TYPES, trigger_for
+
+    event = next(
+        (
+            candidate
+            for candidate in ShipmentEvent.objects.filter(
+                shipment=shipment, type__in=TRIGGER_EVENT_TYPES
+            )
+            .select_related("leg__from_hub", "leg__to_hub")
+            .order_by("-id")
+            if trigger_for(
+                event_type=candidate.type, payload=candidate.payload, is_return=shipment.is_return
+            )
+            == rule.trigger
+        ),
+        None,
+    )
+    recipient = recipient_for(shipment=shipment, role=rule.recipient_role, channel=rule.channel)
+    recipient = Recipient(address=recipient.address, language=language, name=recipient.name)
+    context = message_context(shipment=shipment, trigger=rule.trigger, recipient=recipient, event=event)
+    return message_render(rule=rule, language=language, context=context)

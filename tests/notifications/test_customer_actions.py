@@ -27,10 +27,17 @@ def _limits(fresh_limits):
     return fresh_limits
 
 
+def _plan_day() -> int:
+    """Days from today to the plan: tomorrow, or the day after when the hub is
+    closed tomorrow (Sunday)."""
+    return 2 if (timezone.localdate() + timedelta(days=1)).weekday() == 6 else 1
+
+
 def _make(**kwargs):
-    """A shipment planned for tomorrow (parcel ready at the Monaco hub at 13:30), its token."""
+    """A shipment planned for the next open day (parcel ready at the Monaco hub
+    at 13:30), and its token."""
     created = factories.shipment_make(**kwargs)
-    chain_plan(created.shipment, day=1, first=((8, 0), (9, 0)), middle=((12, 0), (13, 0)),
+    chain_plan(created.shipment, day=_plan_day(), first=((8, 0), (9, 0)), middle=((12, 0), (13, 0)),
                last=((14, 0), (15, 0)), promised=(16, 0))
     return Shipment.objects.get(pk=created.shipment.pk), created.tracking_token
 
@@ -80,17 +87,15 @@ def test_options_list_the_days_and_windows_the_delivery_hub_serves(planned, api_
     assert answer["Cache-Control"] == "no-store"
     body = answer.json()
     assert body["can_reschedule"] is True
-    tomorrow = timezone.localdate() + timedelta(days=1)
+    first = timezone.localdate() + timedelta(days=_plan_day())  # the parcel reaches the hub
     days = [date.fromisoformat(d["date"]) for d in body["days"]]
-    assert days[0] >= tomorrow
-    assert all(d.weekday() != 6 for d in days)  # the hub is closed on Sundays
-    assert len(days) == len([tomorrow + timedelta(days=i) for i in range(7)
-                             if (tomorrow + timedelta(days=i)).weekday() != 6])
+    # Seven days from the first possible one, without Sundays (the hub is closed).
+    assert days == [first + timedelta(days=i) for i in range(7) if (first + timedelta(days=i)).weekday() != 6]
     for day in body["days"]:
         labels = [w["label"] for w in day["windows"]]
         starts = [label.split("-")[0] for label in labels]
-        if date.fromisoformat(day["date"]) == tomorrow:
-            # The parcel is ready at the hub at 13:30 tomorrow: later windows only.
+        if date.fromisoformat(day["date"]) == timezone.localdate() + timedelta(days=_plan_day()):
+            # The parcel is ready at the hub at 13:30 that day: later windows only.
             assert starts == ["14:00", "16:00", "18:00", "20:00"]
         else:
             assert starts == HUB_WINDOW_STARTS
@@ -183,12 +188,10 @@ def test_rescheduling_outside_the_offered_choices_is_refused_with_a_reason(
 
 def test_a_window_before_the_parcel_reaches_the_hub_is_refused(planned, api_client):
     shipment, token = planned
-    tomorrow = timezone.localdate() + timedelta(days=1)
-    if tomorrow.weekday() == 6:
-        pytest.skip("the hub is closed tomorrow")  # the parametrised test covers closed days
+    ready_day = timezone.localdate() + timedelta(days=_plan_day())
 
     answer = api_client.post(
-        _url(token, "reschedule"), {"date": tomorrow.isoformat(), "window_start": "08:00"}, format="json"
+        _url(token, "reschedule"), {"date": ready_day.isoformat(), "window_start": "08:00"}, format="json"
     )
 
     assert answer.status_code == 400
