@@ -14,6 +14,10 @@ app.autodiscover_tasks()
 app.conf.beat_schedule = {
     "relay-outbox": {"task": "tracking.tasks.outbox_relay_task", "schedule": 2.0},
     "sweep-silent-routes": {"task": "tracking.tasks.eta_sweep_task", "schedule": 60.0},
+    "recover-optimization-jobs": {
+        "task": "routing.tasks.optimization_job_recover_task",
+        "schedule": 60.0,
+    },
     "sweep-notifications": {
         "task": "notifications.tasks.notification_sweep_task",
         "schedule": 60.0,

@@ -164,6 +164,8 @@ else:
 # The longest task (an optimization job) runs at most ROUTING_MAX_TIME_LIMIT_SECONDS;
 # the visibility timeout must exceed it, or Redis re-delivers a running task.
 ROUTING_MAX_TIME_LIMIT_SECONDS = env.int("ROUTING_MAX_TIME_LIMIT_SECONDS", default=600)
+# Parts of a decomposed optimization solved at once (raise with more workers).
+ROUTING_DECOMPOSE_PARALLEL_PARTS = env.int("ROUTING_DECOMPOSE_PARALLEL_PARTS", default=1)
 CELERY_VISIBILITY_TIMEOUT_SECONDS = env.int(
     "CELERY_VISIBILITY_TIMEOUT_SECONDS", default=3600
 )
