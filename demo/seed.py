@@ -79,9 +79,10 @@ def demo_seed(*, seed: int = 7, password: str, shipments: int = 300) -> SeedSumm
             location=location,
             service_radius_km=radius,
             cutoff_times=cutoffs,
+            # open every day, so the demo has work whatever day it starts
             opening_hours={
-                d: ["06:00", "21:00"]
-                for d in ("mon", "tue", "wed", "thu", "fri", "sat")
+                **{d: ["06:00", "21:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat")},
+                "sun": ["07:00", "14:00"],
             },
             handling_minutes=30,
         )

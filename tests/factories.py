@@ -47,8 +47,10 @@ def hub_make(code: str, lat_lng, **kwargs) -> Hub:
         "kind": Hub.Kind.DEPOT,
         "service_radius_km": 12,
         "cutoff_times": ["12:00", "20:00"],
+        # open every day, so tests that plan "today" pass on any weekday
         "opening_hours": {
-            d: ["06:00", "22:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat")
+            d: ["06:00", "22:00"]
+            for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
         },
         "handling_minutes": 30,
     }
