@@ -82,7 +82,7 @@ def demo_seed(*, seed: int = 7, password: str, shipments: int = 300) -> SeedSumm
             # open every day, so the demo has work whatever day it starts
             opening_hours={
                 **{d: ["06:00", "21:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat")},
-                "sun": ["07:00", "14:00"],
+                "sun": ["07:00", "21:00"],
             },
             handling_minutes=30,
         )
