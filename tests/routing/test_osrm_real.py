@@ -87,11 +87,12 @@ def monaco(osrm_url):
     return osrm_matrix(MONACO_ADDRESSES, base_url=osrm_url, max_snap_meters=60)
 
 
-def snapped(http: httpx.Client, location: Location) -> tuple[float, float]:
-    """Where OSRM puts a location on its roads (its own nearest service)."""
-    body = http.get(f"/nearest/v1/driving/{location.lng},{location.lat}", params={"generate_hints": "false"}).json()
-    lng, lat = body["waypoints"][0]["location"]
-    return lat, lng
+def snapped(http: httpx.Client, locations: list[Location]) -> list[tuple[float, float]]:
+    """Where OSRM's table service puts each location on its roads (``nearest``
+    may pick a tiny disconnected piece that the table would not use)."""
+    coordinates = ";".join(f"{loc.lng},{loc.lat}" for loc in locations)
+    body = http.get(f"/table/v1/driving/{coordinates}", params={"sources": "0", "generate_hints": "false"}).json()
+    return [(lat, lng) for lng, lat in (waypoint["location"] for waypoint in body["destinations"])]
 
 
 def route_of(http: httpx.Client, a: Location, b: Location) -> dict:
@@ -155,7 +156,7 @@ def test_one_way_streets_make_the_matrix_asymmetric(monaco):
 
 
 def test_roads_are_never_shorter_than_the_straight_line(osrm_http, monaco):
-    points = [snapped(osrm_http, location) for location in MONACO_ADDRESSES]
+    points = snapped(osrm_http, MONACO_ADDRESSES)
     n = len(points)
 
     for i in range(n):
@@ -207,12 +208,9 @@ def test_the_configured_provider_uses_osrm_and_falls_back_off_the_map(osrm_url, 
 def points_on_roads(osrm_http) -> list[Location]:
     """120 random points of Monaco's streets (random spots snapped onto them)."""
     rng = random.Random(120)
-    points = []
-    for k in range(120):
-        spot = Location(f"s{k}", rng.uniform(43.7270, 43.7500), rng.uniform(7.4100, 7.4380))
-        lat, lng = snapped(osrm_http, spot)
-        points.append(Location(f"road-{k}", lat, lng))
-    return points
+    spots = [Location(f"s{k}", rng.uniform(43.7270, 43.7500), rng.uniform(7.4100, 7.4380)) for k in range(120)]
+    on_roads = snapped(osrm_http, spots[:60]) + snapped(osrm_http, spots[60:])
+    return [Location(f"road-{k}", lat, lng) for k, (lat, lng) in enumerate(on_roads)]
 
 
 def counting_client(requests: list[httpx.Request]) -> httpx.Client:
