@@ -107,12 +107,13 @@ class DeliveryOptionsApi(CustomerActionApi):
 
 
 class DeliveryInstructionsApi(CustomerActionApi):
-    """Leave a safe place, a door code or a note for the driver."""
+    """Leave a safe place, a door code or a note for the driver. A field left
+    out keeps its value; an empty one clears it."""
 
     class InputSerializer(serializers.Serializer):
-        safe_place = serializers.CharField(max_length=120, allow_blank=True, default="")
-        door_code = serializers.CharField(max_length=20, allow_blank=True, default="")
-        note = serializers.CharField(max_length=500, allow_blank=True, default="")
+        safe_place = serializers.CharField(max_length=120, allow_blank=True, required=False)
+        door_code = serializers.CharField(max_length=20, allow_blank=True, required=False)
+        note = serializers.CharField(max_length=500, allow_blank=True, required=False)
 
     @extend_schema(request=InputSerializer, responses={200: dict, 400: dict, 404: dict, 409: dict, 429: dict}, auth=[])
     @idempotent

@@ -425,9 +425,14 @@ def _instructions_refusal(shipment: Shipment, last: Leg | None) -> str:
 
 @transaction.atomic
 def delivery_instruction_set(
-    *, shipment_id: int, safe_place: str = "", door_code: str = "", note: str = ""
+    *,
+    shipment_id: int,
+    safe_place: str | None = None,
+    door_code: str | None = None,
+    note: str | None = None,
 ) -> DeliveryInstruction:
-    """Replace the instructions for the driver (empty fields clear them); one event.
+    """Set the instructions for the driver; a field left out (None) keeps its
+    value, an empty one clears it. One event.
 
     The door code stays out of the event (events are relayed to dashboards).
     """
@@ -436,16 +441,23 @@ def delivery_instruction_set(
     refusal = _instructions_refusal(shipment, last)
     if refusal:
         raise Conflict(refusal)
-    instruction, _ = DeliveryInstruction.objects.update_or_create(
-        shipment=shipment,
-        defaults={"safe_place": safe_place, "door_code": door_code, "note": note},
+    instruction = DeliveryInstruction.objects.filter(shipment=shipment).first() or DeliveryInstruction(
+        shipment=shipment
     )
+    for field, value in (("safe_place", safe_place), ("door_code", door_code), ("note", note)):
+        if value is not None:
+            setattr(instruction, field, value)
+    instruction.save()
     event_record(
         shipment=shipment,
         leg=last,
         type="customer.instructions_updated",
         source=SOURCE,
-        payload={"safe_place": safe_place, "has_door_code": bool(door_code), "note": note},
+        payload={
+            "safe_place": instruction.safe_place,
+            "has_door_code": bool(instruction.door_code),
+            "note": instruction.note,
+        },
     )
     return instruction
 

@@ -533,3 +533,15 @@ def test_a_retried_action_with_the_same_key_has_one_effect(planned, api_client):
     assert first.content == again.content
     assert again["Idempotent-Replayed"] == "true"
     assert len(_events(shipment)) == 1
+
+
+def test_a_field_left_out_keeps_its_value(planned, api_client):
+    shipment, token = planned
+    api_client.post(_url(token, "instructions"), {"door_code": "4721B", "note": "Ring twice"}, format="json")
+
+    answer = api_client.post(_url(token, "instructions"), {"note": "Ring once"}, format="json")
+
+    assert answer.json()["instructions"] == {"safe_place": "", "note": "Ring once", "has_door_code": True}
+    assert delivery_instructions_for_shipments([shipment.pk]) == {
+        shipment.pk: "Door code: 4721B · Note: Ring once"
+    }
