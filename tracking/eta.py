@@ -37,7 +37,7 @@ from routing.solver.matrix import (
 )
 from shipments.outbox import DASHBOARD_GROUP, driver_group, outbox_enqueue
 
-from .models import EtaRecord, RouteForecast
+from .models import EtaRecord, RouteForecast, write_lock_take
 from .positions import Position, driver_position
 
 logger = logging.getLogger(__name__)
@@ -310,6 +310,7 @@ def _route_eta_save(route: Route, stops: list[RouteStop], result: RouteEta, *, s
     moved: list[int] = []
     records: list[EtaRecord] = []
     with transaction.atomic():
+        write_lock_take()
         for stop in stops:
             eta = result.etas.get(stop.pk)
             if eta is None or stop.eta == eta:

@@ -22,7 +22,7 @@ from shipments.models import Shipment
 from shipments.outbox import DASHBOARD_GROUP, outbox_enqueue
 from shipments.planning import next_cutoff
 
-from .models import DeliveryException, ExceptionType, Severity
+from .models import DeliveryException, ExceptionType, Severity, write_lock_take
 
 AUTOMATIC_TYPES = (
     ExceptionType.MISSED_CUTOFF,
@@ -195,6 +195,7 @@ def _shipment_leaves(exception: DeliveryException, shipment: Shipment, *, now: d
 @transaction.atomic
 def exception_acknowledge(*, exception_id: int, actor, note: str = "") -> DeliveryException:
     """A dispatcher has seen it and is on it; one event per affected shipment."""
+    write_lock_take()
     exception = DeliveryException.objects.select_for_update().get(pk=exception_id)
     if exception.status != DeliveryException.Status.OPEN:
         raise Conflict(f"The exception is {exception.status}; only an open one can be acknowledged.")
@@ -212,6 +213,7 @@ def exception_acknowledge(*, exception_id: int, actor, note: str = "") -> Delive
 @transaction.atomic
 def exception_resolve(*, exception_id: int, actor, note: str = "") -> DeliveryException:
     """Closed by a dispatcher; its cause is not raised again automatically."""
+    write_lock_take()
     exception = DeliveryException.objects.select_for_update().get(pk=exception_id)
     if exception.status == DeliveryException.Status.RESOLVED:
         raise Conflict("The exception is already resolved.")
@@ -258,6 +260,7 @@ def _remaining_shipment_ids(route_id: int) -> list[int]:
 @transaction.atomic
 def driver_silent_raise(*, driver_id: int, route_id: int, last_seen_at: datetime, now: datetime) -> DeliveryException:
     """No fix from a driver under way for N minutes."""
+    write_lock_take()
     key = f"driver_silent:{driver_id}:{route_id}"
     silent_minutes = int((now - last_seen_at).total_seconds() // 60)
     exception, created = _exception_get_or_create(
@@ -283,17 +286,21 @@ def driver_silent_raise(*, driver_id: int, route_id: int, last_seen_at: datetime
     return exception
 
 
-@transaction.atomic
 def driver_silent_clear(*, driver_id: int, route_id: int) -> int:
     """A fresh fix arrived: the driver is heard from again."""
+    key = f"driver_silent:{driver_id}:{route_id}"
+    if not DeliveryException.objects.filter(key=key, status__in=UNRESOLVED).exists():
+        return 0  # the usual case, without taking any lock
     cleared = 0
-    for exception in DeliveryException.objects.select_for_update().filter(
-        key=f"driver_silent:{driver_id}:{route_id}", status__in=UNRESOLVED
-    ):
-        exception.status = DeliveryException.Status.RESOLVED
-        exception.resolution = DeliveryException.Resolution.RECOVERED
-        exception.resolved_at = timezone.now()
-        exception.save(update_fields=["status", "resolution", "resolved_at", "updated_at"])
-        _announce(exception)
-        cleared += 1
+    with transaction.atomic():
+        write_lock_take()
+        for exception in DeliveryException.objects.select_for_update().filter(
+            key=key, status__in=UNRESOLVED
+        ):
+            exception.status = DeliveryException.Status.RESOLVED
+            exception.resolution = DeliveryException.Resolution.RECOVERED
+            exception.resolved_at = timezone.now()
+            exception.save(update_fields=["status", "resolution", "resolved_at", "updated_at"])
+            _announce(exception)
+            cleared += 1
     return cleared

@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -23,6 +25,27 @@ EMBEDDED_RELAY_INTERVAL_SECONDS = 2.0
 EMBEDDED_SWEEP_INTERVAL_SECONDS = 60.0
 
 _background_task: asyncio.Task | None = None
+_background_loop_ref: asyncio.AbstractEventLoop | None = None
+_wake: asyncio.Event | None = None
+# Routes whose ETAs are due for a refresh, coalesced: SQLite (the embedded
+# default) has one writer at a time, so the work runs one piece after another in
+# the background loop instead of in every request thread at once.
+_pending_routes: set[int] = set()
+_pending_lock = threading.Lock()
+
+
+def _background_running() -> bool:
+    return (
+        _background_task is not None
+        and not _background_task.done()
+        and _background_loop_ref is not None
+        and _background_loop_ref.is_running()
+    )
+
+
+def _wake_background() -> None:
+    if _wake is not None and _background_loop_ref is not None:
+        _background_loop_ref.call_soon_threadsafe(_wake.set)
 
 
 def relay_runs_inline() -> bool:
@@ -34,7 +57,9 @@ def relay_kick() -> None:
     """Relay now (embedded) or ask a worker to (Redis). Never raises: the write
     that caused the kick has committed and its caller must not see an error."""
     try:
-        if relay_runs_inline():
+        if relay_runs_inline() and _background_running():
+            _wake_background()
+        elif relay_runs_inline():
             from .relay import outbox_relay_run
 
             outbox_relay_run()
@@ -62,6 +87,11 @@ def outbox_written(sender, instance, created: bool, **kwargs) -> None:
 
 def route_activity_received(sender, route_id: int, **kwargs) -> None:
     """dispatch.signals.route_activity receiver: re-time the route's stops."""
+    if relay_runs_inline() and _background_running():
+        with _pending_lock:
+            _pending_routes.add(route_id)
+        _wake_background()
+        return
     try:
         from .tasks import eta_route_refresh_task
 
@@ -92,25 +122,51 @@ def _sweep_and_close() -> None:
         close_old_connections()
 
 
+def _refresh_pending_routes() -> None:
+    from .eta import eta_route_refresh
+
+    with _pending_lock:
+        route_ids = sorted(_pending_routes)
+        _pending_routes.clear()
+    close_old_connections()
+    try:
+        for route_id in route_ids:
+            try:
+                eta_route_refresh(route_id=route_id)
+            except Exception:  # noqa: BLE001 - e.g. SQLite busy: try again next round
+                logger.warning("ETA refresh of route %s deferred", route_id, exc_info=True)
+                with _pending_lock:
+                    _pending_routes.add(route_id)
+    finally:
+        close_old_connections()
+
+
 async def _background_loop() -> None:
-    since_sweep = EMBEDDED_SWEEP_INTERVAL_SECONDS
+    loop = asyncio.get_running_loop()
+    last_sweep = loop.time()
     while True:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(_wake.wait(), timeout=EMBEDDED_RELAY_INTERVAL_SECONDS)
+        _wake.clear()
         try:
             await sync_to_async(_relay_and_close, thread_sensitive=True)()
-            if since_sweep >= EMBEDDED_SWEEP_INTERVAL_SECONDS:
-                since_sweep = 0.0
+            if _pending_routes:
+                await sync_to_async(_refresh_pending_routes, thread_sensitive=True)()
+                await sync_to_async(_relay_and_close, thread_sensitive=True)()
+            if loop.time() - last_sweep >= EMBEDDED_SWEEP_INTERVAL_SECONDS:
+                last_sweep = loop.time()
                 await sync_to_async(_sweep_and_close, thread_sensitive=True)()
         except Exception:  # noqa: BLE001 - keep looping; the next round retries
             logger.exception("embedded relay loop round failed")
-        await asyncio.sleep(EMBEDDED_RELAY_INTERVAL_SECONDS)
-        since_sweep += EMBEDDED_RELAY_INTERVAL_SECONDS
 
 
 def background_loop_ensure_started() -> None:
     """Called from a consumer (so inside the ASGI server's event loop)."""
-    global _background_task
+    global _background_task, _background_loop_ref, _wake
     if not relay_runs_inline():
         return
     if _background_task is not None and not _background_task.done():
         return
-    _background_task = asyncio.get_running_loop().create_task(_background_loop())
+    _background_loop_ref = asyncio.get_running_loop()
+    _wake = asyncio.Event()
+    _background_task = _background_loop_ref.create_task(_background_loop())

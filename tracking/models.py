@@ -30,6 +30,19 @@ class RelayState(models.Model):
         return f"relay at seq {self.last_seq}"
 
 
+def write_lock_take() -> None:
+    """On SQLite (the embedded default), start a transaction with a write.
+
+    A SQLite transaction that reads first and writes later cannot wait for the
+    write lock (it fails at once with "database is locked"); one that writes
+    first waits its turn. PostgreSQL needs nothing here: row locks do the job.
+    """
+    from django.db import connection
+
+    if connection.vendor == "sqlite":
+        RelayState.objects.filter(pk=1).update(last_seq=models.F("last_seq"))
+
+
 class RouteForecast(models.Model):
     """The ETA engine's latest view of one route (one row per route)."""
 

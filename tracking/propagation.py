@@ -26,7 +26,7 @@ from shipments.models import Leg, Shipment
 from shipments.planning import next_cutoff
 from shipments.states import SHIPMENT_TERMINAL, LegStatus, Mile
 
-from .models import ExceptionType, LegForecast
+from .models import ExceptionType, LegForecast, write_lock_take
 
 ACTIVE_ROUTE_STATUSES = (Route.Status.PUBLISHED, Route.Status.IN_PROGRESS)
 # A shipment's ETA change smaller than this is not worth an event.
@@ -162,6 +162,7 @@ def shipment_forecast_refresh(
 
     leg_etas = leg_etas or {}
     with transaction.atomic():
+        write_lock_take()
         shipment = Shipment.objects.select_for_update().filter(pk=shipment_id).first()
         if shipment is None or shipment.status in SHIPMENT_TERMINAL:
             return None

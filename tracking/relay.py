@@ -34,7 +34,7 @@ from django.utils import timezone
 from shipments.models import OutboxMessage
 from shipments.outbox import DASHBOARD_GROUP
 
-from .models import RelayState
+from .models import RelayState, write_lock_take
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ def publish_groups(message: OutboxMessage) -> list[str]:
 def _number_new_messages(*, batch_size: int) -> int:
     """Step 1: give unnumbered rows the next stream numbers, in one transaction."""
     with transaction.atomic():
+        write_lock_take()
         state, _ = RelayState.objects.select_for_update().get_or_create(pk=1)
         rows = list(
             OutboxMessage.objects.select_for_update(skip_locked=True)

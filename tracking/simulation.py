@@ -221,11 +221,12 @@ class DriverSimulation:
         kind = stop["kind"]
         barcodes = [p["barcode"] for p in stop.get("parcels") or [] if p.get("barcode")]
         if kind == "hub":
-            if first_hub_stop:
-                self.event("hub_scan_out", stop_id=stop["id"])
-            else:
+            # Parcel by parcel: one still on its first mile is refused alone.
+            scan = "hub_scan_out" if first_hub_stop else "hub_scan_in"
+            if not first_hub_stop:
                 self.event("arrived", stop_id=stop["id"])
-                self.event("hub_scan_in", stop_id=stop["id"])
+            for barcode in barcodes or [None]:
+                self.event(scan, stop_id=stop["id"], **({"barcode": barcode} if barcode else {}))
             self.event("departed", stop_id=stop["id"])
             return
         self.event("arrived", stop_id=stop["id"])

@@ -77,7 +77,7 @@
   }
 
   function driverIcon(name) {
-    return L.divIcon({ className: "driver-icon", html: "<span>🚚 " + (name || "") + "</span>", iconSize: null });
+    return L.divIcon({ className: "driver-icon", html: "<span><b class=\"van\"></b>" + (name || "") + "</span>", iconSize: null });
   }
 
   function moveDriver(id, name, lat, lng) {
