@@ -17,7 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from routing.models import OptimizationJob, Route
 from routing.problem_builder import matrix_default
+from routing.services import optimization_job_create, optimization_job_run
 from routing.solver import (
     Job,
     Location,
@@ -34,6 +36,8 @@ from routing.solver.matrix import (
     haversine_meters,
     osrm_matrix,
 )
+from shipments.states import Mile
+from tests.routing.test_jobs_support import first_mile_day, last_mile_day
 from tools.osrm import (
     OsrmSetupError,
     ensure_osrm,
@@ -353,3 +357,40 @@ def test_a_day_solved_on_real_roads_passes_the_independent_checker(monaco):
     for route in solution.routes:
         path = [route.start_location_index, *(s.location_index for s in route.stops), route.end_location_index]
         assert route.distance_meters == sum(monaco.distance_meters[a][b] for a, b in zip(path, path[1:], strict=False))
+
+
+@pytest.mark.django_db
+def test_a_monaco_last_mile_job_is_planned_and_saved_on_road_distances(hubs, osrm_url, settings):
+    settings.OSRM_BASE_URL = osrm_url
+    day = last_mile_day(hubs, count=8, vehicles=2)
+    job = optimization_job_create(
+        service_date=day.day, hub=day.hub, mile=Mile.LAST, vehicles=day.vehicles, time_limit_seconds=1
+    )
+
+    job = optimization_job_run(job_id=job.pk)
+
+    assert job.status == OptimizationJob.Status.SUCCEEDED, job.error
+    assert job.statistics["matrix"] == "osrm"
+    assert job.statistics["checker_violations"] == 0
+    routes = list(Route.objects.filter(job=job))
+    assert routes
+    for route in routes:  # geometry: hub, stops in order, hub
+        path = [Location(f"g{k}", lat, lng) for k, (lat, lng) in enumerate(route.geometry)]
+        roads = osrm_matrix(path, base_url=osrm_url)
+        legs = range(len(path) - 1)
+        assert route.distance_meters == sum(roads.distance_meters[k][k + 1] for k in legs)
+
+
+@pytest.mark.django_db
+def test_a_nice_first_mile_job_says_why_it_fell_back_to_haversine(hubs, osrm_url, settings):
+    settings.OSRM_BASE_URL = osrm_url  # serves Monaco only
+    day = first_mile_day(hubs, count=3, vehicles=1)
+    job = optimization_job_create(
+        service_date=day.day, hub=day.hub, mile=Mile.FIRST, vehicles=day.vehicles, time_limit_seconds=1
+    )
+
+    job = optimization_job_run(job_id=job.pk)
+
+    assert job.status == OptimizationJob.Status.SUCCEEDED, job.error
+    assert job.statistics["matrix"].startswith("haversine (OSRM unavailable: location ")
+    assert "m from the nearest road" in job.statistics["matrix"]
