@@ -77,10 +77,13 @@ def snap_onto_roads(http: httpx.Client, spots: list[tuple[float, float]]) -> lis
     network, which ``nearest`` does not always do): one waypoint per spot."""
     coordinates = ";".join(f"{lng:.6f},{lat:.6f}" for lat, lng in spots)
     body = http.get(
-        f"/table/v1/driving/{coordinates}", params={"sources": "0", "generate_hints": "false"}
+        f"/table/v1/driving/{coordinates}",
+        params={"sources": "0", "generate_hints": "false"},
     ).json()
     if body.get("code") != "Ok":
-        raise SystemExit(f"OSRM refused the snapping request: {body.get('code')} {body.get('message')}")
+        raise SystemExit(
+            f"OSRM refused the snapping request: {body.get('code')} {body.get('message')}"
+        )
     return body["destinations"]
 
 
@@ -94,15 +97,23 @@ def sample_points_on_roads(
     tries = 0
     while len(points) < count:
         if tries >= count * MAX_SPOT_TRIES_PER_POINT:
-            raise SystemExit(f"only {len(points)} of {count} spots landed on a road; widen --max-snap-meters")
+            raise SystemExit(
+                f"only {len(points)} of {count} spots landed on a road; widen --max-snap-meters"
+            )
         spots = [
-            (rng.uniform(MONACO_BOX["south"], MONACO_BOX["north"]), rng.uniform(MONACO_BOX["west"], MONACO_BOX["east"]))
+            (
+                rng.uniform(MONACO_BOX["south"], MONACO_BOX["north"]),
+                rng.uniform(MONACO_BOX["west"], MONACO_BOX["east"]),
+            )
             for _ in range(SNAP_BATCH)
         ]
         tries += len(spots)
         for waypoint in snap_onto_roads(http, spots):
             snapped_lng, snapped_lat = waypoint["location"]
-            if waypoint["distance"] > max_snap_meters or (snapped_lat, snapped_lng) in seen:
+            if (
+                waypoint["distance"] > max_snap_meters
+                or (snapped_lat, snapped_lng) in seen
+            ):
                 continue
             seen.add((snapped_lat, snapped_lng))
             points.append(Location(f"p{len(points)}", snapped_lat, snapped_lng))
@@ -133,14 +144,22 @@ def summarise(pairs: list[dict]) -> dict:
     }
 
 
-def haversine_errors(pairs: list[dict], *, detour_factor: float, speed_kmh: float) -> dict:
+def haversine_errors(
+    pairs: list[dict], *, detour_factor: float, speed_kmh: float
+) -> dict:
     """Median absolute relative error of a haversine estimate against the road."""
-    distance_errors = [abs(p["straight_m"] * detour_factor - p["road_m"]) / p["road_m"] for p in pairs]
+    distance_errors = [
+        abs(p["straight_m"] * detour_factor - p["road_m"]) / p["road_m"] for p in pairs
+    ]
     duration_errors = [
-        abs(p["straight_m"] * detour_factor * 3.6 / speed_kmh - p["seconds"]) / p["seconds"] for p in pairs
+        abs(p["straight_m"] * detour_factor * 3.6 / speed_kmh - p["seconds"])
+        / p["seconds"]
+        for p in pairs
     ]
     total_seconds = sum(p["seconds"] for p in pairs)
-    estimated_seconds = sum(p["straight_m"] * detour_factor * 3.6 / speed_kmh for p in pairs)
+    estimated_seconds = sum(
+        p["straight_m"] * detour_factor * 3.6 / speed_kmh for p in pairs
+    )
     return {
         "detour_factor": detour_factor,
         "speed_kmh": speed_kmh,
@@ -150,13 +169,24 @@ def haversine_errors(pairs: list[dict], *, detour_factor: float, speed_kmh: floa
     }
 
 
-def measure(base_url: str, *, points_count: int, seed: int, max_snap_meters: float, min_straight_meters: float) -> dict:
+def measure(
+    base_url: str,
+    *,
+    points_count: int,
+    seed: int,
+    max_snap_meters: float,
+    min_straight_meters: float,
+) -> dict:
     with httpx.Client(base_url=base_url, timeout=30) as http:
         started = time.monotonic()
-        points, tries = sample_points_on_roads(http, count=points_count, seed=seed, max_snap_meters=max_snap_meters)
+        points, tries = sample_points_on_roads(
+            http, count=points_count, seed=seed, max_snap_meters=max_snap_meters
+        )
         sampling_seconds = time.monotonic() - started
         started = time.monotonic()
-        matrix = osrm_matrix(points, base_url=base_url, client=http, max_snap_meters=max_snap_meters)
+        matrix = osrm_matrix(
+            points, base_url=base_url, client=http, max_snap_meters=max_snap_meters
+        )
         matrix_seconds = time.monotonic() - started
 
     durations = matrix.duration_seconds["car"]
@@ -168,7 +198,9 @@ def measure(base_url: str, *, points_count: int, seed: int, max_snap_meters: flo
         for j in range(n):
             if i == j:
                 continue
-            straight_m = haversine_meters((points[i].lat, points[i].lng), (points[j].lat, points[j].lng))
+            straight_m = haversine_meters(
+                (points[i].lat, points[i].lng), (points[j].lat, points[j].lng)
+            )
             if straight_m < min_straight_meters:
                 too_close += 1
                 continue
@@ -176,8 +208,12 @@ def measure(base_url: str, *, points_count: int, seed: int, max_snap_meters: flo
             if road_m <= 0 or seconds <= 0:
                 too_close += 1  # the same node of the network
                 continue
-            pairs.append({"straight_m": straight_m, "road_m": road_m, "seconds": seconds})
-            if i < j and abs(seconds - durations[j][i]) > ASYMMETRY_SHARE * max(seconds, durations[j][i]):
+            pairs.append(
+                {"straight_m": straight_m, "road_m": road_m, "seconds": seconds}
+            )
+            if i < j and abs(seconds - durations[j][i]) > ASYMMETRY_SHARE * max(
+                seconds, durations[j][i]
+            ):
                 lopsided += 1
 
     overall = summarise(pairs)
@@ -201,41 +237,75 @@ def measure(base_url: str, *, points_count: int, seed: int, max_snap_meters: flo
             for low, high in BANDS_METERS
             if (band := [p for p in pairs if low <= p["straight_m"] < high])
         ],
-        "haversine_today": haversine_errors(pairs, detour_factor=DEFAULT_DETOUR_FACTOR, speed_kmh=DEFAULT_SPEEDS_KMH["car"]),
-        "haversine_fitted": haversine_errors(pairs, detour_factor=fitted_factor, speed_kmh=fitted_speed),
-        "seconds": {"sampling": round(sampling_seconds, 1), "matrix": round(matrix_seconds, 1)},
-        "host": {"machine": platform.machine(), "python": platform.python_version(), "node": platform.node()},
+        "haversine_today": haversine_errors(
+            pairs,
+            detour_factor=DEFAULT_DETOUR_FACTOR,
+            speed_kmh=DEFAULT_SPEEDS_KMH["car"],
+        ),
+        "haversine_fitted": haversine_errors(
+            pairs, detour_factor=fitted_factor, speed_kmh=fitted_speed
+        ),
+        "seconds": {
+            "sampling": round(sampling_seconds, 1),
+            "matrix": round(matrix_seconds, 1),
+        },
+        "host": {
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "node": platform.node(),
+        },
     }
 
 
 def print_table(result: dict) -> None:
-    print(f"{result['region']}: {result['points']} points on roads ({result['spots_tried']} spots tried), "
-          f"{result['pairs_measured']} ordered pairs, {result['pairs_left_out_too_close']} left out as too close")
-    print(f"matrix {result['seconds']['matrix']} s, sampling {result['seconds']['sampling']} s; "
-          f"pairs whose directions differ by >{ASYMMETRY_SHARE:.0%}: {result['asymmetric_share']:.1%}")
-    header = (f"{'straight line':>14} {'pairs':>7} {'detour p10':>10} {'median':>7} {'p90':>6} {'of sums':>8} "
-              f"{'road km/h':>10} {'line km/h':>10} {'s/road km':>10}")
+    print(
+        f"{result['region']}: {result['points']} points on roads ({result['spots_tried']} spots tried), "
+        f"{result['pairs_measured']} ordered pairs, {result['pairs_left_out_too_close']} left out as too close"
+    )
+    print(
+        f"matrix {result['seconds']['matrix']} s, sampling {result['seconds']['sampling']} s; "
+        f"pairs whose directions differ by >{ASYMMETRY_SHARE:.0%}: {result['asymmetric_share']:.1%}"
+    )
+    header = (
+        f"{'straight line':>14} {'pairs':>7} {'detour p10':>10} {'median':>7} {'p90':>6} {'of sums':>8} "
+        f"{'road km/h':>10} {'line km/h':>10} {'s/road km':>10}"
+    )
     print(header)
     print("-" * len(header))
-    for label, row in [*((b["straight_m"] + " m", b) for b in result["bands"]), ("all", result["overall"])]:
-        print(f"{label:>14} {row['pairs']:>7} {row['detour_p10']:>10.2f} {row['detour_median']:>7.2f} "
-              f"{row['detour_p90']:>6.2f} {row['detour_of_sums']:>8.2f} {row['road_speed_kmh']:>10.1f} "
-              f"{row['straight_line_speed_kmh']:>10.1f} {row['seconds_per_road_km']:>10.1f}")
+    for label, row in [
+        *((b["straight_m"] + " m", b) for b in result["bands"]),
+        ("all", result["overall"]),
+    ]:
+        print(
+            f"{label:>14} {row['pairs']:>7} {row['detour_p10']:>10.2f} {row['detour_median']:>7.2f} "
+            f"{row['detour_p90']:>6.2f} {row['detour_of_sums']:>8.2f} {row['road_speed_kmh']:>10.1f} "
+            f"{row['straight_line_speed_kmh']:>10.1f} {row['seconds_per_road_km']:>10.1f}"
+        )
     print()
     for name in ("haversine_today", "haversine_fitted"):
         e = result[name]
-        print(f"{name:>17}: factor {e['detour_factor']:.2f}, {e['speed_kmh']:.1f} km/h -> median |error| "
-              f"distance {e['distance_median_abs_error']:.0%}, duration {e['duration_median_abs_error']:.0%}; "
-              f"total duration bias {e['total_duration_bias']:+.0%}")
+        print(
+            f"{name:>17}: factor {e['detour_factor']:.2f}, {e['speed_kmh']:.1f} km/h -> median |error| "
+            f"distance {e['distance_median_abs_error']:.0%}, duration {e['duration_median_abs_error']:.0%}; "
+            f"total duration bias {e['total_duration_bias']:+.0%}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--points", type=int, default=300, help="points on roads; pairs = points x (points - 1)")
+    parser.add_argument(
+        "--points",
+        type=int,
+        default=300,
+        help="points on roads; pairs = points x (points - 1)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-snap-meters", type=float, default=25.0)
     parser.add_argument("--min-straight-meters", type=float, default=50.0)
-    parser.add_argument("--base-url", help="a running OSRM serving the Monaco extract; else one is started")
+    parser.add_argument(
+        "--base-url",
+        help="a running OSRM serving the Monaco extract; else one is started",
+    )
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)

@@ -88,7 +88,10 @@ def find_python312() -> str:
         try:
             answer = subprocess.run(
                 [candidate, "-c", "import sys; print(sys.version_info >= (3, 12))"],
-                capture_output=True, text=True, timeout=30, check=False,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as error:
             tried.append(f"{candidate}: {error}")
@@ -123,19 +126,34 @@ def ensure_osrm_venv(venv: Path = OSRM_VENV) -> Path:
         _run([python, "-m", "venv", str(venv)], timeout=VENV_CREATE_TIMEOUT_SECONDS)
         _log(f"installing {OSRM_BINDINGS_REQUIREMENT} from the package index")
         _run(
-            [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", OSRM_BINDINGS_REQUIREMENT],
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                OSRM_BINDINGS_REQUIREMENT,
+            ],
             timeout=PIP_INSTALL_TIMEOUT_SECONDS,
         )
         package = osrm_package_dir(venv)
         if package is None or not (package / "bin" / "osrm-routed").exists():
-            raise OsrmSetupError(f"osrm-bindings installed in {venv} but has no osrm/bin/osrm-routed")
+            raise OsrmSetupError(
+                f"osrm-bindings installed in {venv} but has no osrm/bin/osrm-routed"
+            )
         (venv / VENV_READY_MARKER).write_text(_installed_version(venv) + "\n")
         return package
 
 
 def _installed_version(venv: Path) -> str:
-    metadata = sorted(venv.glob("lib/python3.*/site-packages/osrm_bindings-*.dist-info"))
-    return metadata[-1].name.removeprefix("osrm_bindings-").removesuffix(".dist-info") if metadata else "?"
+    metadata = sorted(
+        venv.glob("lib/python3.*/site-packages/osrm_bindings-*.dist-info")
+    )
+    return (
+        metadata[-1].name.removeprefix("osrm_bindings-").removesuffix(".dist-info")
+        if metadata
+        else "?"
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -143,7 +161,9 @@ def _installed_version(venv: Path) -> str:
 # ---------------------------------------------------------------------------
 
 
-def ensure_osrm(workdir: Path = DEFAULT_WORKDIR, *, pbf: Path = DATA_PBF, venv: Path = OSRM_VENV) -> Path:
+def ensure_osrm(
+    workdir: Path = DEFAULT_WORKDIR, *, pbf: Path = DATA_PBF, venv: Path = OSRM_VENV
+) -> Path:
     """Make ``<workdir>/<name>.osrm`` (MLD, car profile) from ``pbf`` and return
     its path. The OSRM outputs land beside their input, hence the copy. Quick
     when nothing changed: the stamp names the input's sha256, the profile and
@@ -172,10 +192,26 @@ def ensure_osrm(workdir: Path = DEFAULT_WORKDIR, *, pbf: Path = DATA_PBF, venv: 
         bin_dir = package / "bin"
         profile = package / "share" / "profiles" / f"{PROFILE}.lua"
         started = time.monotonic()
-        _run([str(bin_dir / "osrm-extract"), "-p", str(profile), str(workdir / pbf.name)],
-             timeout=BUILD_STEP_TIMEOUT_SECONDS, cwd=workdir)
-        _run([str(bin_dir / "osrm-partition"), str(osrm_file)], timeout=BUILD_STEP_TIMEOUT_SECONDS, cwd=workdir)
-        _run([str(bin_dir / "osrm-customize"), str(osrm_file)], timeout=BUILD_STEP_TIMEOUT_SECONDS, cwd=workdir)
+        _run(
+            [
+                str(bin_dir / "osrm-extract"),
+                "-p",
+                str(profile),
+                str(workdir / pbf.name),
+            ],
+            timeout=BUILD_STEP_TIMEOUT_SECONDS,
+            cwd=workdir,
+        )
+        _run(
+            [str(bin_dir / "osrm-partition"), str(osrm_file)],
+            timeout=BUILD_STEP_TIMEOUT_SECONDS,
+            cwd=workdir,
+        )
+        _run(
+            [str(bin_dir / "osrm-customize"), str(osrm_file)],
+            timeout=BUILD_STEP_TIMEOUT_SECONDS,
+            cwd=workdir,
+        )
         _log(f"built {osrm_file} in {time.monotonic() - started:.1f} s")
         stamp.write_text(json.dumps(wanted, indent=2) + "\n")
     return osrm_file
@@ -218,21 +254,32 @@ def start_osrm_routed(
         try:
             probe.bind(("127.0.0.1", port))
         except OSError as error:
-            raise OsrmSetupError(f"port {port} on 127.0.0.1 is taken: {error}") from error
+            raise OsrmSetupError(
+                f"port {port} on 127.0.0.1 is taken: {error}"
+            ) from error
     log_path = log_path or routed_log_path(Path(osrm_file), port)
-    with open(log_path, "wb") as log:  # a file, not a pipe: a full pipe would block the server
+    with open(
+        log_path, "wb"
+    ) as log:  # a file, not a pipe: a full pipe would block the server
         process = subprocess.Popen(
             [
                 str(package / "bin" / "osrm-routed"),
-                "--algorithm", "mld",
-                "--ip", "127.0.0.1",
-                "--port", str(port),
-                "--threads", str(threads),
-                "--max-table-size", str(max_table_size),
+                "--algorithm",
+                "mld",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--threads",
+                str(threads),
+                "--max-table-size",
+                str(max_table_size),
                 *extra_args,
                 str(osrm_file),
             ],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     try:
         _wait_until_ready(process, port, ready_timeout_seconds, log_path)
@@ -246,7 +293,9 @@ def routed_log_path(osrm_file: Path, port: int) -> Path:
     return osrm_file.parent / f"osrm-routed-{port}.log"
 
 
-def _wait_until_ready(process: subprocess.Popen, port: int, timeout_seconds: float, log_path: Path) -> None:
+def _wait_until_ready(
+    process: subprocess.Popen, port: int, timeout_seconds: float, log_path: Path
+) -> None:
     # /nearest on a point of the network: answers only once the data is loaded.
     probe_url = f"http://127.0.0.1:{port}/nearest/v1/driving/7.4206,43.7387"
     deadline = time.monotonic() + timeout_seconds
@@ -262,10 +311,14 @@ def _wait_until_ready(process: subprocess.Popen, port: int, timeout_seconds: flo
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.1)
-    raise OsrmSetupError(f"osrm-routed not ready after {timeout_seconds} s: {_tail(log_path)}")
+    raise OsrmSetupError(
+        f"osrm-routed not ready after {timeout_seconds} s: {_tail(log_path)}"
+    )
 
 
-def stop_osrm_routed(process: subprocess.Popen, timeout_seconds: float = ROUTED_STOP_TIMEOUT_SECONDS) -> int:
+def stop_osrm_routed(
+    process: subprocess.Popen, timeout_seconds: float = ROUTED_STOP_TIMEOUT_SECONDS
+) -> int:
     """SIGTERM, then SIGKILL after ``timeout_seconds``; returns the exit code."""
     if process.poll() is None:
         process.terminate()
@@ -283,7 +336,9 @@ def stop_osrm_routed(process: subprocess.Popen, timeout_seconds: float = ROUTED_
 
 
 @contextlib.contextmanager
-def _locked(path: Path, timeout_seconds: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
+def _locked(
+    path: Path, timeout_seconds: float = LOCK_TIMEOUT_SECONDS
+) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as handle:
         deadline = time.monotonic() + timeout_seconds
@@ -293,7 +348,9 @@ def _locked(path: Path, timeout_seconds: float = LOCK_TIMEOUT_SECONDS) -> Iterat
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise OsrmSetupError(f"{path} still locked after {timeout_seconds} s") from None
+                    raise OsrmSetupError(
+                        f"{path} still locked after {timeout_seconds} s"
+                    ) from None
                 time.sleep(0.2)
         try:
             yield
@@ -303,14 +360,25 @@ def _locked(path: Path, timeout_seconds: float = LOCK_TIMEOUT_SECONDS) -> Iterat
 
 def _run(command: list[str], *, timeout: float, cwd: Path | None = None) -> None:
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+            check=False,
+        )
     except subprocess.TimeoutExpired as error:
-        raise OsrmSetupError(f"{Path(command[0]).name} took more than {timeout} s") from error
+        raise OsrmSetupError(
+            f"{Path(command[0]).name} took more than {timeout} s"
+        ) from error
     except OSError as error:
         raise OsrmSetupError(f"cannot run {command[0]}: {error}") from error
     if done.returncode != 0:
         output = (done.stderr or done.stdout).strip().splitlines()[-15:]
-        raise OsrmSetupError(f"{' '.join(command)} exited with {done.returncode}:\n" + "\n".join(output))
+        raise OsrmSetupError(
+            f"{' '.join(command)} exited with {done.returncode}:\n" + "\n".join(output)
+        )
 
 
 def _read_json(path: Path) -> dict | None:
@@ -322,7 +390,9 @@ def _read_json(path: Path) -> dict | None:
 
 def _tail(path: Path, lines: int = 10) -> str:
     try:
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+        return " | ".join(
+            path.read_text(errors="replace").strip().splitlines()[-lines:]
+        )
     except OSError:
         return "(no log)"
 
@@ -337,10 +407,14 @@ def _log(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.osrm", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.osrm", description=__doc__.split("\n\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="make the venv and the routable network")
-    serve = commands.add_parser("serve", help="build if needed, then serve on 127.0.0.1 until stopped")
+    serve = commands.add_parser(
+        "serve", help="build if needed, then serve on 127.0.0.1 until stopped"
+    )
     for sub in (build, serve):
         sub.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
         sub.add_argument("--pbf", type=Path, default=DATA_PBF)
@@ -364,15 +438,21 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda received, _frame: stop_requested.append(received))
     try:
-        process = start_osrm_routed(args.port, osrm_file=osrm_file, threads=args.threads)
+        process = start_osrm_routed(
+            args.port, osrm_file=osrm_file, threads=args.threads
+        )
     except OsrmSetupError as error:
         _log(f"error: {error}")
         return 1
-    _log(f"serving {osrm_file.name} (pid {process.pid}); use OSRM_BASE_URL=http://127.0.0.1:{args.port}")
+    _log(
+        f"serving {osrm_file.name} (pid {process.pid}); use OSRM_BASE_URL=http://127.0.0.1:{args.port}"
+    )
     while process.poll() is None and not stop_requested:
         time.sleep(0.2)
     if not stop_requested:
-        _log(f"osrm-routed exited with {process.returncode}: {_tail(routed_log_path(osrm_file, args.port))}")
+        _log(
+            f"osrm-routed exited with {process.returncode}: {_tail(routed_log_path(osrm_file, args.port))}"
+        )
         return 1
     code = stop_osrm_routed(process)
     _log(f"stopped (osrm-routed exit code {code})")

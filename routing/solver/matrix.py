@@ -21,7 +21,12 @@ from routing.solver.problem import Location, Matrix
 EARTH_RADIUS_METERS = 6_371_008.8
 # Roads are longer than the straight line; 1.3 is a common urban average.
 DEFAULT_DETOUR_FACTOR = 1.3
-DEFAULT_SPEEDS_KMH: Mapping[str, float] = {"car": 30.0, "van": 27.0, "truck": 22.0, "bike": 15.0}
+DEFAULT_SPEEDS_KMH: Mapping[str, float] = {
+    "car": 30.0,
+    "van": 27.0,
+    "truck": 22.0,
+    "bike": 15.0,
+}
 
 
 class MatrixError(Exception):
@@ -44,7 +49,10 @@ def _require_coordinates(locations: Sequence[Location]) -> list[tuple[float, flo
 def haversine_meters(a: tuple[float, float], b: tuple[float, float]) -> float:
     lat1, lng1 = map(math.radians, a)
     lat2, lng2 = map(math.radians, b)
-    h = math.sin((lat2 - lat1) / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin((lng2 - lng1) / 2) ** 2
+    h = (
+        math.sin((lat2 - lat1) / 2) ** 2
+        + math.cos(lat1) * math.cos(lat2) * math.sin((lng2 - lng1) / 2) ** 2
+    )
     return 2 * EARTH_RADIUS_METERS * math.asin(min(1.0, math.sqrt(h)))
 
 
@@ -56,7 +64,8 @@ def haversine_matrix(
 ) -> Matrix:
     points = _require_coordinates(locations)
     distance = tuple(
-        tuple(round(haversine_meters(a, b) * detour_factor) for b in points) for a in points
+        tuple(round(haversine_meters(a, b) * detour_factor) for b in points)
+        for a in points
     )
     durations = {
         profile: tuple(tuple(round(d * 3.6 / speed) for d in row) for row in distance)
@@ -67,7 +76,9 @@ def haversine_matrix(
 
 def explicit_matrix(
     distance_meters: Sequence[Sequence[int]],
-    duration_seconds: Sequence[Sequence[int]] | Mapping[str, Sequence[Sequence[int]]] | None = None,
+    duration_seconds: Sequence[Sequence[int]]
+    | Mapping[str, Sequence[Sequence[int]]]
+    | None = None,
     *,
     profiles: Sequence[str] = ("car",),
 ) -> Matrix:
@@ -79,7 +90,10 @@ def explicit_matrix(
     if duration_seconds is None:
         durations = dict.fromkeys(profiles, distance)
     elif isinstance(duration_seconds, Mapping):
-        durations = {p: tuple(tuple(int(x) for x in row) for row in m) for p, m in duration_seconds.items()}
+        durations = {
+            p: tuple(tuple(int(x) for x in row) for row in m)
+            for p, m in duration_seconds.items()
+        }
     else:
         same = tuple(tuple(int(x) for x in row) for row in duration_seconds)
         durations = dict.fromkeys(profiles, same)
@@ -135,7 +149,9 @@ def osrm_matrix(
                     for i, row in zip(rows, body["durations"], strict=True):
                         for j, value in zip(cols, row, strict=True):
                             if value is None:
-                                raise MatrixError(f"no road from {locations[i].key} to {locations[j].key}")
+                                raise MatrixError(
+                                    f"no road from {locations[i].key} to {locations[j].key}"
+                                )
                             duration[i][j] = round(value)
                     if index == 0:
                         for i, row in zip(rows, body["distances"], strict=True):
@@ -176,18 +192,26 @@ def _osrm_table(
     except httpx.HTTPError as error:
         raise OsrmUnavailable(f"OSRM at {base_url} unreachable: {error}") from error
     if response.status_code != 200:
-        raise OsrmUnavailable(f"OSRM answered {response.status_code}: {response.text[:200]}")
+        raise OsrmUnavailable(
+            f"OSRM answered {response.status_code}: {response.text[:200]}"
+        )
     try:
         body = response.json()
     except ValueError as error:
-        raise OsrmUnavailable(f"OSRM answered something that is not JSON: {response.text[:200]}") from error
+        raise OsrmUnavailable(
+            f"OSRM answered something that is not JSON: {response.text[:200]}"
+        ) from error
     if body.get("code") != "Ok":
         raise OsrmUnavailable(f"OSRM error {body.get('code')}: {body.get('message')}")
     return body
 
 
 def _check_snapping(
-    body: dict, locations: Sequence[Location], rows: list[int], cols: list[int], max_snap_meters: float
+    body: dict,
+    locations: Sequence[Location],
+    rows: list[int],
+    cols: list[int],
+    max_snap_meters: float,
 ) -> None:
     """OSRM reports how far it moved each coordinate to reach a road (``distance``
     of each waypoint); a long move means the location is off this network."""
@@ -205,7 +229,9 @@ class MatrixCache:
     """Memoises a provider by the ordered set of location coordinates/keys, so a
     re-optimisation of the same day does not ask OSRM again."""
 
-    def __init__(self, provider: Callable[[Sequence[Location]], Matrix], max_entries: int = 32):
+    def __init__(
+        self, provider: Callable[[Sequence[Location]], Matrix], max_entries: int = 32
+    ):
         self._provider = provider
         self._max_entries = max_entries
         self._entries: dict[tuple, Matrix] = {}

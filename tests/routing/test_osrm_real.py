@@ -62,7 +62,9 @@ MONACO_ADDRESSES = [
     Location("beausoleil-marche", 43.7436, 7.4236),
 ]
 KEYS = [location.key for location in MONACO_ADDRESSES]
-PROMENADE_DES_ANGLAIS_NICE = Location("promenade-des-anglais", 43.6950, 7.2650)  # off this map
+PROMENADE_DES_ANGLAIS_NICE = Location(
+    "promenade-des-anglais", 43.6950, 7.2650
+)  # off this map
 
 
 @pytest.fixture(scope="module")
@@ -95,12 +97,21 @@ def snapped(http: httpx.Client, locations: list[Location]) -> list[tuple[float, 
     """Where OSRM's table service puts each location on its roads (``nearest``
     may pick a tiny disconnected piece that the table would not use)."""
     coordinates = ";".join(f"{loc.lng},{loc.lat}" for loc in locations)
-    body = http.get(f"/table/v1/driving/{coordinates}", params={"sources": "0", "generate_hints": "false"}).json()
-    return [(lat, lng) for lng, lat in (waypoint["location"] for waypoint in body["destinations"])]
+    body = http.get(
+        f"/table/v1/driving/{coordinates}",
+        params={"sources": "0", "generate_hints": "false"},
+    ).json()
+    return [
+        (lat, lng)
+        for lng, lat in (waypoint["location"] for waypoint in body["destinations"])
+    ]
 
 
 def route_of(http: httpx.Client, a: Location, b: Location) -> dict:
-    body = http.get(f"/route/v1/driving/{a.lng},{a.lat};{b.lng},{b.lat}", params={"overview": "false"}).json()
+    body = http.get(
+        f"/route/v1/driving/{a.lng},{a.lat};{b.lng},{b.lat}",
+        params={"overview": "false"},
+    ).json()
     return body["routes"][0]
 
 
@@ -134,13 +145,22 @@ def test_a_broken_road_file_fails_the_build_with_the_tools_message(tmp_path):
 
 
 def test_the_matrix_matches_osrm_route_for_each_direction(osrm_http, monaco):
-    casino, palais, fontvieille = (KEYS.index(k) for k in (
-        "place-du-casino", "place-du-palais", "fontvieille-centre-commercial"))
+    casino, palais, fontvieille = (
+        KEYS.index(k)
+        for k in ("place-du-casino", "place-du-palais", "fontvieille-centre-commercial")
+    )
 
-    for i, j in ((casino, palais), (palais, casino), (fontvieille, palais), (palais, fontvieille)):
+    for i, j in (
+        (casino, palais),
+        (palais, casino),
+        (fontvieille, palais),
+        (palais, fontvieille),
+    ):
         route = route_of(osrm_http, MONACO_ADDRESSES[i], MONACO_ADDRESSES[j])
         assert monaco.distance_meters[i][j] == pytest.approx(route["distance"], abs=1)
-        assert monaco.duration_seconds["car"][i][j] == pytest.approx(route["duration"], abs=1)
+        assert monaco.duration_seconds["car"][i][j] == pytest.approx(
+            route["duration"], abs=1
+        )
 
 
 def test_one_way_streets_make_the_matrix_asymmetric(monaco):
@@ -150,11 +170,17 @@ def test_one_way_streets_make_the_matrix_asymmetric(monaco):
     # Down to the seafront is direct; back up climbs round the one-way loops
     # of Monte-Carlo (measured: 118 s and 838 m there, 285 s and 2,578 m back).
     assert durations[forum][casino] > 1.5 * durations[casino][forum]
-    assert monaco.distance_meters[forum][casino] > 2 * monaco.distance_meters[casino][forum]
+    assert (
+        monaco.distance_meters[forum][casino]
+        > 2 * monaco.distance_meters[casino][forum]
+    )
     n = len(KEYS)
     lopsided = [
-        (i, j) for i in range(n) for j in range(i + 1, n)
-        if abs(durations[i][j] - durations[j][i]) > 0.25 * max(durations[i][j], durations[j][i])
+        (i, j)
+        for i in range(n)
+        for j in range(i + 1, n)
+        if abs(durations[i][j] - durations[j][i])
+        > 0.25 * max(durations[i][j], durations[j][i])
     ]
     assert len(lopsided) >= 5
 
@@ -171,15 +197,21 @@ def test_roads_are_never_shorter_than_the_straight_line(osrm_http, monaco):
                 continue
             straight = haversine_meters(points[i], points[j])
             road = monaco.distance_meters[i][j]
-            assert road >= straight - 1, f"{KEYS[i]} -> {KEYS[j]}: {road} m < {straight:.0f} m"
-            assert road <= 8 * straight + 1_000, f"{KEYS[i]} -> {KEYS[j]}: {road} m for {straight:.0f} m"
+            assert road >= straight - 1, (
+                f"{KEYS[i]} -> {KEYS[j]}: {road} m < {straight:.0f} m"
+            )
+            assert road <= 8 * straight + 1_000, (
+                f"{KEYS[i]} -> {KEYS[j]}: {road} m for {straight:.0f} m"
+            )
 
 
 def test_average_speeds_are_those_of_a_town(monaco):
     n = len(KEYS)
     speeds_kmh = [
         monaco.distance_meters[i][j] / monaco.duration_seconds["car"][i][j] * 3.6
-        for i in range(n) for j in range(n) if i != j
+        for i in range(n)
+        for j in range(n)
+        if i != j
     ]
 
     assert min(speeds_kmh) > 8
@@ -188,11 +220,17 @@ def test_average_speeds_are_those_of_a_town(monaco):
 
 
 def test_a_location_off_the_map_is_refused_not_snapped(osrm_url):
-    with pytest.raises(MatrixError, match="promenade-des-anglais is .* m from the nearest road"):
-        osrm_matrix([MONACO_ADDRESSES[0], PROMENADE_DES_ANGLAIS_NICE], base_url=osrm_url)
+    with pytest.raises(
+        MatrixError, match="promenade-des-anglais is .* m from the nearest road"
+    ):
+        osrm_matrix(
+            [MONACO_ADDRESSES[0], PROMENADE_DES_ANGLAIS_NICE], base_url=osrm_url
+        )
 
 
-def test_the_configured_provider_uses_osrm_and_falls_back_off_the_map(osrm_url, settings):
+def test_the_configured_provider_uses_osrm_and_falls_back_off_the_map(
+    osrm_url, settings
+):
     settings.OSRM_BASE_URL = osrm_url
 
     matrix, source = matrix_default(MONACO_ADDRESSES[:3])
@@ -200,7 +238,9 @@ def test_the_configured_provider_uses_osrm_and_falls_back_off_the_map(osrm_url, 
     assert matrix.distance_meters[0][1] > 0
 
     _, source = matrix_default([MONACO_ADDRESSES[0], PROMENADE_DES_ANGLAIS_NICE])
-    assert source.startswith("haversine (OSRM unavailable: location promenade-des-anglais is ")
+    assert source.startswith(
+        "haversine (OSRM unavailable: location promenade-des-anglais is "
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -212,7 +252,10 @@ def test_the_configured_provider_uses_osrm_and_falls_back_off_the_map(osrm_url, 
 def points_on_roads(osrm_http) -> list[Location]:
     """120 random points of Monaco's streets (random spots snapped onto them)."""
     rng = random.Random(120)
-    spots = [Location(f"s{k}", rng.uniform(43.7270, 43.7500), rng.uniform(7.4100, 7.4380)) for k in range(120)]
+    spots = [
+        Location(f"s{k}", rng.uniform(43.7270, 43.7500), rng.uniform(7.4100, 7.4380))
+        for k in range(120)
+    ]
     on_roads = snapped(osrm_http, spots[:60]) + snapped(osrm_http, spots[60:])
     return [Location(f"road-{k}", lat, lng) for k, (lat, lng) in enumerate(on_roads)]
 
@@ -221,14 +264,18 @@ def counting_client(requests: list[httpx.Request]) -> httpx.Client:
     return httpx.Client(timeout=30, event_hooks={"request": [requests.append]})
 
 
-def test_a_large_set_is_fetched_in_blocks_that_agree_with_each_other(osrm_url, points_on_roads):
+def test_a_large_set_is_fetched_in_blocks_that_agree_with_each_other(
+    osrm_url, points_on_roads
+):
     by_100: list[httpx.Request] = []
     by_37: list[httpx.Request] = []
 
     with counting_client(by_100) as client:
         blocks_of_100 = osrm_matrix(points_on_roads, base_url=osrm_url, client=client)
     with counting_client(by_37) as client:
-        blocks_of_37 = osrm_matrix(points_on_roads, base_url=osrm_url, chunk_size=37, client=client)
+        blocks_of_37 = osrm_matrix(
+            points_on_roads, base_url=osrm_url, chunk_size=37, client=client
+        )
 
     assert len(by_100) == 4  # 2 x 2 blocks: 100 + 20
     assert len(by_37) == 16  # 4 x 4 blocks: 37 + 37 + 37 + 9
@@ -244,8 +291,12 @@ def test_blocks_are_put_back_in_the_right_place(osrm_url, osrm_http, points_on_r
         i, j = rng.randrange(0, 50), rng.randrange(100, 120)
         for a, b in ((i, j), (j, i)):
             route = route_of(osrm_http, points_on_roads[a], points_on_roads[b])
-            assert matrix.distance_meters[a][b] == pytest.approx(route["distance"], abs=1)
-            assert matrix.duration_seconds["car"][a][b] == pytest.approx(route["duration"], abs=1)
+            assert matrix.distance_meters[a][b] == pytest.approx(
+                route["distance"], abs=1
+            )
+            assert matrix.duration_seconds["car"][a][b] == pytest.approx(
+                route["duration"], abs=1
+            )
 
 
 def test_the_server_refuses_a_table_above_its_size_limit(osrm_url, points_on_roads):
@@ -253,18 +304,25 @@ def test_the_server_refuses_a_table_above_its_size_limit(osrm_url, points_on_roa
         osrm_matrix(points_on_roads, base_url=osrm_url, chunk_size=120)
 
 
-def test_requests_stay_under_the_header_limit_whatever_the_size_of_the_set(osrm_url, osrm_build, points_on_roads):
+def test_requests_stay_under_the_header_limit_whatever_the_size_of_the_set(
+    osrm_url, osrm_build, points_on_roads
+):
     """osrm-routed drops a request line longer than its header limit (about 1,250
     coordinates by default). A server with a 2,000-byte limit shows it on 120 points:
     the whole set in one URL (about 2,400 bytes) is refused, while blocks of 25
     carry at most 50 coordinates."""
     port = free_loopback_port()
-    process = start_osrm_routed(port, osrm_file=osrm_build, extra_args=["--max-header-size", "2000"])
+    process = start_osrm_routed(
+        port, osrm_file=osrm_build, extra_args=["--max-header-size", "2000"]
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         everything = ";".join(f"{p.lng:.6f},{p.lat:.6f}" for p in points_on_roads)
         with pytest.raises(httpx.HTTPError):
-            httpx.get(f"{url}/table/v1/driving/{everything}", params={"sources": "0", "destinations": "1"})
+            httpx.get(
+                f"{url}/table/v1/driving/{everything}",
+                params={"sources": "0", "destinations": "1"},
+            )
 
         matrix = osrm_matrix(points_on_roads, base_url=url, chunk_size=25)
     finally:
@@ -319,7 +377,10 @@ def monaco_day(matrix) -> Problem:
     """Two vans from Fontvieille deliver the eleven other addresses, 08:00-12:00,
     two of them with a morning window; neither van can carry everything."""
     depot = KEYS.index("fontvieille-centre-commercial")
-    windows = {"musee-oceanographique": (8 * HOUR, 9 * HOUR), "monte-carlo-bay": (9 * HOUR, 10 * HOUR)}
+    windows = {
+        "musee-oceanographique": (8 * HOUR, 9 * HOUR),
+        "monte-carlo-bay": (9 * HOUR, 10 * HOUR),
+    }
     jobs = tuple(
         Job(
             key=key,
@@ -330,17 +391,28 @@ def monaco_day(matrix) -> Problem:
             ),
             demand=(20 + 5 * index,),
         )
-        for index, key in enumerate(KEYS) if index != depot
+        for index, key in enumerate(KEYS)
+        if index != depot
     )
     vans = tuple(
         Vehicle(
-            key=f"van-{k}", start_location_index=depot, end_location_index=depot, capacity=(300,),
-            shift_start_seconds=8 * HOUR, shift_end_seconds=12 * HOUR, cost_per_km=1.0, cost_per_hour=20.0,
+            key=f"van-{k}",
+            start_location_index=depot,
+            end_location_index=depot,
+            capacity=(300,),
+            shift_start_seconds=8 * HOUR,
+            shift_end_seconds=12 * HOUR,
+            cost_per_km=1.0,
+            cost_per_hour=20.0,
         )
         for k in (1, 2)
     )
     return Problem(
-        locations=tuple(MONACO_ADDRESSES), jobs=jobs, vehicles=vans, matrix=matrix, capacity_dimensions=("kg",)
+        locations=tuple(MONACO_ADDRESSES),
+        jobs=jobs,
+        vehicles=vans,
+        matrix=matrix,
+        capacity_dimensions=("kg",),
     )
 
 
@@ -355,16 +427,28 @@ def test_a_day_solved_on_real_roads_passes_the_independent_checker(monaco):
     assert len(solution.routes) == 2
     # The reported kilometres are those of the road matrix, one-way streets included.
     for route in solution.routes:
-        path = [route.start_location_index, *(s.location_index for s in route.stops), route.end_location_index]
-        assert route.distance_meters == sum(monaco.distance_meters[a][b] for a, b in zip(path, path[1:], strict=False))
+        path = [
+            route.start_location_index,
+            *(s.location_index for s in route.stops),
+            route.end_location_index,
+        ]
+        assert route.distance_meters == sum(
+            monaco.distance_meters[a][b] for a, b in zip(path, path[1:], strict=False)
+        )
 
 
 @pytest.mark.django_db
-def test_a_monaco_last_mile_job_is_planned_and_saved_on_road_distances(hubs, osrm_url, settings):
+def test_a_monaco_last_mile_job_is_planned_and_saved_on_road_distances(
+    hubs, osrm_url, settings
+):
     settings.OSRM_BASE_URL = osrm_url
     day = last_mile_day(hubs, count=8, vehicles=2)
     job = optimization_job_create(
-        service_date=day.day, hub=day.hub, mile=Mile.LAST, vehicles=day.vehicles, time_limit_seconds=1
+        service_date=day.day,
+        hub=day.hub,
+        mile=Mile.LAST,
+        vehicles=day.vehicles,
+        time_limit_seconds=1,
     )
 
     job = optimization_job_run(job_id=job.pk)
@@ -375,18 +459,28 @@ def test_a_monaco_last_mile_job_is_planned_and_saved_on_road_distances(hubs, osr
     routes = list(Route.objects.filter(job=job))
     assert routes
     for route in routes:  # geometry: hub, stops in order, hub
-        path = [Location(f"g{k}", lat, lng) for k, (lat, lng) in enumerate(route.geometry)]
+        path = [
+            Location(f"g{k}", lat, lng) for k, (lat, lng) in enumerate(route.geometry)
+        ]
         roads = osrm_matrix(path, base_url=osrm_url)
         legs = range(len(path) - 1)
-        assert route.distance_meters == sum(roads.distance_meters[k][k + 1] for k in legs)
+        assert route.distance_meters == sum(
+            roads.distance_meters[k][k + 1] for k in legs
+        )
 
 
 @pytest.mark.django_db
-def test_a_nice_first_mile_job_says_why_it_fell_back_to_haversine(hubs, osrm_url, settings):
+def test_a_nice_first_mile_job_says_why_it_fell_back_to_haversine(
+    hubs, osrm_url, settings
+):
     settings.OSRM_BASE_URL = osrm_url  # serves Monaco only
     day = first_mile_day(hubs, count=3, vehicles=1)
     job = optimization_job_create(
-        service_date=day.day, hub=day.hub, mile=Mile.FIRST, vehicles=day.vehicles, time_limit_seconds=1
+        service_date=day.day,
+        hub=day.hub,
+        mile=Mile.FIRST,
+        vehicles=day.vehicles,
+        time_limit_seconds=1,
     )
 
     job = optimization_job_run(job_id=job.pk)
