@@ -363,18 +363,8 @@ class DriverEventBatchSerializer(serializers.Serializer):
     device_id = serializers.CharField(**DEVICE_ID_FIELD)
     events = DriverEventItemSerializer(many=True, allow_empty=False, max_length=500)
 
-    def validate(self, attrs):
-        ids = [item["event_id"] for item in attrs["events"]]
-        if len(set(ids)) != len(ids):
-            raise serializers.ValidationError(
-                {"events": ["An event_id appears twice in the batch."]}
-            )
-        seqs = [item["seq"] for item in attrs["events"]]
-        if len(set(seqs)) != len(seqs):
-            raise serializers.ValidationError(
-                {"events": ["A seq appears twice in the batch."]}
-            )
-        return attrs
+    # An item repeated inside one batch is answered as a duplicate, never a 400:
+    # a 400 would block the phone's offline queue for good.
 
 
 class DriverEventOriginalSerializer(serializers.Serializer):

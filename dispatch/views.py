@@ -180,7 +180,10 @@ class RouteUnassignApi(APIView):
 
 class RoutePublishApi(APIView):
     @extend_schema(
-        request=None, responses=RouteSerializer, parameters=[IDEMPOTENCY_HEADER]
+        operation_id="route_publish",
+        request=None,
+        responses=RouteSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request, route_id: int):
@@ -193,6 +196,7 @@ class RoutesPublishDayApi(APIView):
     """Publish every assigned draft of a day (optionally one hub's)."""
 
     @extend_schema(
+        operation_id="routes_publish_day",
         request=RoutesPublishInputSerializer,
         responses=RoutesPublishResultSerializer,
         parameters=[IDEMPOTENCY_HEADER],

@@ -32,7 +32,8 @@ def test_the_demo_day_gives_every_driver_published_work():
     assert published.count() == day["published"]
     for route in published:
         # Published means handed over: every leg on it is assigned to that driver.
-        assert route.driver_id is not None and route.vehicle_id is not None
+        assert route.driver_id is not None
+        assert route.vehicle_id is not None
         statuses = set(
             Leg.objects.filter(route_stops__route=route).values_list(
                 "status", flat=True

@@ -213,9 +213,8 @@ def test_a_mixed_batch_applies_the_valid_items_and_answers_each(
     # Every new item is stored, the rejected ones with their reason.
     stored = {r.seq: r for r in DriverEventReceipt.objects.all()}
     assert sorted(stored) == list(range(1, 11))
-    assert (
-        stored[6].status == "rejected" and stored[6].rejection_reason == "unknown_stop"
-    )
+    assert stored[6].status == "rejected"
+    assert stored[6].rejection_reason == "unknown_stop"
     assert stored[6].stop_id is None  # nothing links the item to the foreign stop
     s2.refresh_from_db()
     assert s2.status == "completed"
@@ -249,10 +248,8 @@ def test_a_late_item_that_conflicts_is_stored_as_rejected_with_its_reason(
     assert result["reason"] == "stop_already_completed"
     assert result["current_state"]["stop"]["status"] == "completed"
     receipt = DriverEventReceipt.objects.get(seq=7)
-    assert (
-        receipt.status == "rejected"
-        and receipt.rejection_reason == "stop_already_completed"
-    )
+    assert receipt.status == "rejected"
+    assert receipt.rejection_reason == "stop_already_completed"
     assert (
         Leg.objects.get(
             pk=builders.first_open_leg(last_mile_route.shipments[1], Mile.LAST).pk
@@ -373,7 +370,8 @@ def test_not_home_reschedules_the_leg_and_refused_plans_a_return(
     refused = Shipment.objects.get(pk=last_mile_route.shipments[2].pk)
     assert refused.status == ShipmentStatus.DELIVERY_FAILED
     returned = refused.returns.get()
-    assert returned.is_return and returned.status == ShipmentStatus.PLANNED
+    assert returned.is_return
+    assert returned.status == ShipmentStatus.PLANNED
     assert returned.origin_hub_id == last_mile_route.hub_id
     assert returned.parcel_count == refused.parcel_count
 
@@ -476,3 +474,16 @@ def test_every_applied_item_is_in_the_shipment_event_log(
     )
     assert ("leg.completed", delivered_id) in types
     assert types[-2][0] == "leg.departed"  # route_started: out for delivery
+
+
+def test_an_item_repeated_inside_one_batch_is_answered_as_a_duplicate(
+    driver_client, last_mile_route
+):
+    stop = _stops(last_mile_route)[1]
+    item = builders.event("delivered", 1, stop_id=stop.pk)
+
+    response = builders.post_events(driver_client, [item, item])
+
+    assert response.status_code == 200
+    assert [r["status"] for r in response.json()["results"]] == ["applied", "duplicate"]
+    assert DriverEventReceipt.objects.count() == 1

@@ -95,7 +95,8 @@ def test_planning_again_adds_nothing_twice(hubs, at_dc, small_truck):
 
     again = trips_plan_day(service_date=today)
 
-    assert again.trips == [] and again.consolidated == {}
+    assert again.trips == []
+    assert again.consolidated == {}
     assert LineHaulTrip.objects.count() == 2
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from dispatch.models import RouteEvent
 from dispatch.services import route_assign, route_publish
-from routing.models import Route, RouteStop
+from routing.models import RouteStop
 from shipments.models import Leg, OutboxMessage, ShipmentEvent
 from shipments.states import LegStatus, Mile
 from tests import factories
@@ -70,10 +70,8 @@ def test_assign_then_publish_hands_the_route_and_its_legs_to_the_driver(
         OutboxMessage.objects.filter(type="route.event").order_by("-id").first()
     )
     assert published_msg.payload["event_type"] == "route.published"
-    assert (
-        f"driver.{driver.pk}" in published_msg.groups
-        and "dashboard" in published_msg.groups
-    )
+    assert f"driver.{driver.pk}" in published_msg.groups
+    assert "dashboard" in published_msg.groups
 
 
 def test_assigning_a_vehicle_too_small_is_refused_with_the_reason(
