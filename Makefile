@@ -9,7 +9,7 @@ DEMO_ENV := DEBUG=true DATABASE_URL= REDIS_URL=
 # Tests run on the local PostgreSQL and Redis (config.settings.test has the defaults).
 TEST_ENV := DJANGO_SETTINGS_MODULE=config.settings.test
 
-.PHONY: install demo test lint bench-vrp bench-driver-api bench-live reliability clean
+.PHONY: install demo test lint bench-vrp bench-driver-api bench-live osrm reliability clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ lint: install
 bench-vrp: install
 	$(PY) bench/vrp.py --instances bench/instances/solomon --time-limit 10 \
 		--solvers allmile,pyvrp,vroom --json bench/results/vrp-solomon.json
+
+OSRM_PORT ?= 5000
+# Real Monaco roads (data/monaco.osm.pbf); then: OSRM_BASE_URL=http://127.0.0.1:$(OSRM_PORT) make demo
+osrm:
+	$(PYTHON) -m tools.osrm serve --port $(OSRM_PORT)
 
 clean:
 	rm -rf .local $(VENV)

@@ -13,7 +13,7 @@ from routing.services import optimization_job_run
 from routing.tasks import optimization_job_run_task
 from shipments.states import Mile
 from tests import factories
-from tests.routing.test_jobs_support import closed_day, last_mile_day
+from tests.routing.test_jobs_support import closed_day, hub_close_on_sundays, last_mile_day
 
 pytestmark = pytest.mark.django_db
 
@@ -245,6 +245,7 @@ def test_vehicles_of_another_hub_or_out_of_service_are_refused(
 def test_a_day_the_hub_is_closed_or_with_nothing_to_plan_is_a_400(
     dispatcher_client, day
 ):
+    hub_close_on_sundays(day.hub)
     closed = dispatcher_client.post(
         URL, body(day, service_date=closed_day().isoformat()), format="json"
     )

@@ -23,7 +23,15 @@ from shipments.models import Hub, Leg, Shipment
 from shipments.states import Mile
 from tests import factories
 
-OPEN_WEEKDAYS = range(0, 6)  # the factories' hubs open Monday to Saturday
+OPEN_WEEKDAYS = range(0, 6)  # days the tests plan on; closed_day() is a Sunday
+MONDAY_TO_SATURDAY = {d: ["06:00", "22:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat")}
+
+
+def hub_close_on_sundays(hub: Hub) -> Hub:
+    """The factories' hubs open every day; closed-day tests close one on Sundays."""
+    hub.opening_hours = dict(MONDAY_TO_SATURDAY)
+    hub.save(update_fields=["opening_hours"])
+    return hub
 
 
 def service_day(days_ahead: int = 2) -> date:

@@ -24,6 +24,7 @@ from tests import factories
 from tests.routing.test_jobs_support import (
     at,
     closed_day,
+    hub_close_on_sundays,
     first_mile_day,
     last_mile_day,
     mile_legs,
@@ -188,7 +189,8 @@ def test_shift_is_the_hubs_opening_hours_of_that_day(hubs):
 
 
 def test_a_hub_is_closed_on_a_day_missing_from_its_hours(hubs):
-    dc = hubs[0]
+    dc = hub_close_on_sundays(hubs[0])
+    hub_close_on_sundays(hubs[1])
     assert hub_opening_seconds(dc, closed_day()) is None
     dc.opening_hours = {}
     assert hub_opening_seconds(dc, closed_day()) == (6 * 3600, 22 * 3600)
