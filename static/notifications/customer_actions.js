@@ -57,6 +57,9 @@
 
   function renderWindows(day) {
     const list = $("ca-windows");
+    // A refresh must not undo the customer's choice while it is still offered.
+    const previous = list.querySelector("input[name=window_start]:checked");
+    const keep = previous && day && day.windows.some((w) => w.label.slice(0, 5) === previous.value) ? previous.value : null;
     list.innerHTML = "";
     if (!day) return;
     day.windows.forEach((w, index) => {
@@ -65,7 +68,7 @@
       input.type = "radio";
       input.name = "window_start";
       input.value = w.label.slice(0, 5);
-      input.checked = index === 0;
+      input.checked = keep ? input.value === keep : index === 0;
       label.appendChild(input);
       label.appendChild(document.createTextNode(" " + w.label.replace("-", "–")));
       list.appendChild(label);

@@ -5,10 +5,23 @@ from __future__ import annotations
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 
 from notifications.defaults import notification_rules_install_defaults
 from notifications.models import NotificationRule
 from tests.notifications.servers import SmsApi, SmtpServer
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stray_connections_closed(django_db_setup, django_db_blocker):
+    """Servers and workers started by these tests may leave a connection behind
+    for a moment; close them before pytest-django drops the test database."""
+    yield
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture
