@@ -337,7 +337,7 @@
     path: "/ws/dashboard/", catchUpUrl: "/api/v1/live/", onMessage, onOther,
     onState: (s) => { stateBadge.dataset.state = s; stateBadge.textContent = s; },
   });
-  window.Allmile.dashboard = { state, live, map };
+  window.Allmile.dashboard = { state, live, map, layers };
 
   (async function start() {
     const snap = await api("GET", "/api/v1/dashboard/snapshot/");
