@@ -30,7 +30,8 @@ from .services import notification_opt_out_create
 
 class PreviewForm(forms.Form):
     shipment = forms.CharField(
-        max_length=64, help_text="A shipment reference or id: the preview uses its real data."
+        max_length=64,
+        help_text="A shipment reference or id: the preview uses its real data.",
     )
     language = forms.ChoiceField(
         choices=[("", "All languages"), *settings.LANGUAGES], required=False
@@ -77,7 +78,10 @@ class NotificationRuleAdmin(admin.ModelAdmin):
     readonly_fields = ["default_wording"]
     inlines = [MessageTemplateInline]
     fieldsets = [
-        (None, {"fields": ["name", "trigger", "recipient_role", "channel", "is_active"]}),
+        (
+            None,
+            {"fields": ["name", "trigger", "recipient_role", "channel", "is_active"]},
+        ),
         (
             "How often and when",
             {
@@ -88,7 +92,10 @@ class NotificationRuleAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Shipped wording (used when the rule has no template in a language)", {"fields": ["default_wording"]}),
+        (
+            "Shipped wording (used when the rule has no template in a language)",
+            {"fields": ["default_wording"]},
+        ),
     ]
 
     @admin.display(description="Default wording")
@@ -97,8 +104,16 @@ class NotificationRuleAdmin(admin.ModelAdmin):
             return "Save the rule to see its default wording."
         blocks = []
         for code, label in settings.LANGUAGES:
-            source = default_template_source(trigger=rule.trigger, channel=rule.channel, language=code)
-            blocks.append(format_html("<h4>{}</h4><pre style='white-space: pre-wrap'>{}</pre>", label, source or "—"))
+            source = default_template_source(
+                trigger=rule.trigger, channel=rule.channel, language=code
+            )
+            blocks.append(
+                format_html(
+                    "<h4>{}</h4><pre style='white-space: pre-wrap'>{}</pre>",
+                    label,
+                    source or "—",
+                )
+            )
         return format_html("".join(["{}"] * len(blocks)), *blocks)
 
     @admin.display(description="Preview")
@@ -122,17 +137,27 @@ class NotificationRuleAdmin(admin.ModelAdmin):
         previews = []
         if form.is_valid():
             shipment = form.cleaned_data["shipment"]
-            languages = [form.cleaned_data["language"]] if form.cleaned_data["language"] else [
-                code for code, _ in settings.LANGUAGES
-            ]
+            languages = (
+                [form.cleaned_data["language"]]
+                if form.cleaned_data["language"]
+                else [code for code, _ in settings.LANGUAGES]
+            )
             labels = dict(settings.LANGUAGES)
             for language in languages:
-                item = {"language": language, "language_label": labels[language], "used": language}
+                item = {
+                    "language": language,
+                    "language_label": labels[language],
+                    "used": language,
+                }
                 try:
                     item["subject"], item["body"], item["used"] = message_preview(
                         rule=rule, shipment=shipment, language=language
                     )
-                except (TemplateMissing, TemplateSyntaxError, TemplateDoesNotExist) as exc:
+                except (
+                    TemplateMissing,
+                    TemplateSyntaxError,
+                    TemplateDoesNotExist,
+                ) as exc:
                     item["error"] = f"This wording cannot be rendered: {exc}"
                 previews.append(item)
         return TemplateResponse(
@@ -157,15 +182,29 @@ class MessageTemplateAdmin(admin.ModelAdmin):
 
     @admin.display(description="Preview")
     def preview_link(self, template: MessageTemplate) -> str:
-        url = reverse("admin:notifications_notificationrule_preview", args=[template.rule_id])
-        return format_html('<a href="{}?language={}">Preview</a>', url, template.language)
+        url = reverse(
+            "admin:notifications_notificationrule_preview", args=[template.rule_id]
+        )
+        return format_html(
+            '<a href="{}?language={}">Preview</a>', url, template.language
+        )
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     """The delivery log: read-only."""
 
-    list_display = ["id", "created_at", "shipment", "rule", "channel", "recipient", "status", "attempts", "reason"]
+    list_display = [
+        "id",
+        "created_at",
+        "shipment",
+        "rule",
+        "channel",
+        "recipient",
+        "status",
+        "attempts",
+        "reason",
+    ]
     list_filter = ["status", "channel", "rule__trigger"]
     search_fields = ["shipment__reference", "recipient", "provider_message_id"]
     list_select_related = ["shipment", "rule"]
@@ -190,7 +229,9 @@ class NotificationOptOutAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change) -> None:
         # Through the service: it also stops messages already waiting for this address.
-        saved = notification_opt_out_create(channel=obj.channel, address=obj.address, source="dashboard")
+        saved = notification_opt_out_create(
+            channel=obj.channel, address=obj.address, source="dashboard"
+        )
         obj.pk = saved.pk
 
 

@@ -11,9 +11,23 @@ from . import apis
 TOKEN = r"^track/(?P<token>[^/]{1,200})/"
 
 urlpatterns = [
-    re_path(TOKEN + r"delivery-options/$", apis.DeliveryOptionsApi.as_view(), name="track-delivery-options"),
-    re_path(TOKEN + r"instructions/$", apis.DeliveryInstructionsApi.as_view(), name="track-instructions"),
-    re_path(TOKEN + r"reschedule/$", apis.DeliveryRescheduleApi.as_view(), name="track-reschedule"),
-    re_path(TOKEN + r"redelivery/$", apis.RedeliveryApi.as_view(), name="track-redelivery"),
+    re_path(
+        TOKEN + r"delivery-options/$",
+        apis.DeliveryOptionsApi.as_view(),
+        name="track-delivery-options",
+    ),
+    re_path(
+        TOKEN + r"instructions/$",
+        apis.DeliveryInstructionsApi.as_view(),
+        name="track-instructions",
+    ),
+    re_path(
+        TOKEN + r"reschedule/$",
+        apis.DeliveryRescheduleApi.as_view(),
+        name="track-reschedule",
+    ),
+    re_path(
+        TOKEN + r"redelivery/$", apis.RedeliveryApi.as_view(), name="track-redelivery"
+    ),
     re_path(TOKEN + r"rating/$", apis.DeliveryRatingApi.as_view(), name="track-rating"),
 ]

@@ -111,17 +111,27 @@ class DeliveryInstructionsApi(CustomerActionApi):
     out keeps its value; an empty one clears it."""
 
     class InputSerializer(serializers.Serializer):
-        safe_place = serializers.CharField(max_length=120, allow_blank=True, required=False)
-        door_code = serializers.CharField(max_length=20, allow_blank=True, required=False)
+        safe_place = serializers.CharField(
+            max_length=120, allow_blank=True, required=False
+        )
+        door_code = serializers.CharField(
+            max_length=20, allow_blank=True, required=False
+        )
         note = serializers.CharField(max_length=500, allow_blank=True, required=False)
 
-    @extend_schema(request=InputSerializer, responses={200: dict, 400: dict, 404: dict, 409: dict, 429: dict}, auth=[])
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: dict, 400: dict, 404: dict, 409: dict, 429: dict},
+        auth=[],
+    )
     @idempotent
     def post(self, request: Request, token: str) -> Response:
         shipment = self.shipment_for(request, token)
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        instruction = delivery_instruction_set(shipment_id=shipment.pk, **payload.validated_data)
+        instruction = delivery_instruction_set(
+            shipment_id=shipment.pk, **payload.validated_data
+        )
         return Response(
             {
                 "detail": "Thank you: the driver will see your instructions.",
@@ -145,7 +155,11 @@ class DeliveryRescheduleApi(CustomerActionApi):
     class InputSerializer(_WindowInput):
         pass
 
-    @extend_schema(request=InputSerializer, responses={200: dict, 400: dict, 404: dict, 409: dict, 429: dict}, auth=[])
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: dict, 400: dict, 404: dict, 409: dict, 429: dict},
+        auth=[],
+    )
     @idempotent
     def post(self, request: Request, token: str) -> Response:
         shipment = self.shipment_for(request, token)
@@ -156,7 +170,9 @@ class DeliveryRescheduleApi(CustomerActionApi):
             day=payload.validated_data["date"],
             window_start=payload.validated_data["window_start"],
         )
-        return Response({"detail": done.message, "delivery_window": done.window.as_dict()})
+        return Response(
+            {"detail": done.message, "delivery_window": done.window.as_dict()}
+        )
 
 
 class RedeliveryApi(CustomerActionApi):
@@ -165,7 +181,9 @@ class RedeliveryApi(CustomerActionApi):
     class InputSerializer(serializers.Serializer):
         option = serializers.ChoiceField(choices=["redelivery", "hub_pickup"])
         date = serializers.DateField(required=False)
-        window_start = serializers.TimeField(input_formats=["%H:%M", "%H:%M:%S"], required=False)
+        window_start = serializers.TimeField(
+            input_formats=["%H:%M", "%H:%M:%S"], required=False
+        )
 
         def validate(self, attrs):
             if attrs["option"] == "redelivery":
@@ -178,7 +196,11 @@ class RedeliveryApi(CustomerActionApi):
                     raise serializers.ValidationError(missing)
             return attrs
 
-    @extend_schema(request=InputSerializer, responses={200: dict, 400: dict, 404: dict, 409: dict, 429: dict}, auth=[])
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: dict, 400: dict, 404: dict, 409: dict, 429: dict},
+        auth=[],
+    )
     @idempotent
     def post(self, request: Request, token: str) -> Response:
         shipment = self.shipment_for(request, token)
@@ -202,7 +224,11 @@ class RedeliveryApi(CustomerActionApi):
             shipment_id=shipment.pk, day=data["date"], window_start=data["window_start"]
         )
         return Response(
-            {"detail": done.message, "option": "redelivery", "delivery_window": done.window.as_dict()}
+            {
+                "detail": done.message,
+                "option": "redelivery",
+                "delivery_window": done.window.as_dict(),
+            }
         )
 
 
@@ -213,14 +239,23 @@ class DeliveryRatingApi(CustomerActionApi):
         stars = serializers.IntegerField(min_value=1, max_value=5)
         comment = serializers.CharField(max_length=1000, allow_blank=True, default="")
 
-    @extend_schema(request=InputSerializer, responses={201: dict, 400: dict, 404: dict, 409: dict, 429: dict}, auth=[])
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: dict, 400: dict, 404: dict, 409: dict, 429: dict},
+        auth=[],
+    )
     @idempotent
     def post(self, request: Request, token: str) -> Response:
         shipment = self.shipment_for(request, token)
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        rating = customer_rating_create(shipment_id=shipment.pk, **payload.validated_data)
+        rating = customer_rating_create(
+            shipment_id=shipment.pk, **payload.validated_data
+        )
         return Response(
-            {"detail": "Thank you for your feedback.", "rating": {"stars": rating.stars}},
+            {
+                "detail": "Thank you for your feedback.",
+                "rating": {"stars": rating.stars},
+            },
             status=201,
         )

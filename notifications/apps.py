@@ -12,4 +12,6 @@ class NotificationsConfig(AppConfig):
 
         # Wiring, not control flow: the signal is a hint sent after commit; the
         # sweep re-examines recent events in case the process died before it.
-        shipment_event_committed.connect(event_committed, dispatch_uid="notifications.events")
+        shipment_event_committed.connect(
+            event_committed, dispatch_uid="notifications.events"
+        )

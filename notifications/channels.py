@@ -22,7 +22,6 @@ error answer ``{"code": …, "message": …}``.
 from __future__ import annotations
 
 import smtplib
-import socket
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -82,7 +81,7 @@ def email_send(*, to: str, subject: str, body: str, reference: str) -> str:
         sent = connection.send_messages([email])
     except smtplib.SMTPException as exc:
         raise _smtp_error(exc) from exc
-    except (OSError, socket.timeout) as exc:  # refused, reset, unreachable, timed out
+    except (TimeoutError, OSError) as exc:  # refused, reset, unreachable, timed out
         raise DeliveryError(f"mail server unreachable: {exc}", permanent=False) from exc
     if not sent:
         raise DeliveryError("the mail backend accepted nothing", permanent=False)
@@ -90,7 +89,9 @@ def email_send(*, to: str, subject: str, body: str, reference: str) -> str:
 
 
 def _mail_domain() -> str:
-    sender = getattr(settings, "NOTIFICATIONS_FROM_EMAIL", "") or settings.DEFAULT_FROM_EMAIL
+    sender = (
+        getattr(settings, "NOTIFICATIONS_FROM_EMAIL", "") or settings.DEFAULT_FROM_EMAIL
+    )
     return sender.rpartition("@")[2].strip(">") or "localhost"
 
 
@@ -118,14 +119,21 @@ class HttpSmsProvider:
                 url,
                 data={"To": to, "From": self.sender, "Body": body},
                 auth=(self.account_id, self.auth_token),
-                headers={"User-Agent": "Allmile-Notifications/1", "X-Reference": reference},
+                headers={
+                    "User-Agent": "Allmile-Notifications/1",
+                    "X-Reference": reference,
+                },
                 timeout=self.timeout_seconds,
                 follow_redirects=False,
             )
         except httpx.TimeoutException as exc:
-            raise DeliveryError(f"SMS provider timed out: {exc}", permanent=False) from exc
+            raise DeliveryError(
+                f"SMS provider timed out: {exc}", permanent=False
+            ) from exc
         except httpx.HTTPError as exc:
-            raise DeliveryError(f"SMS provider unreachable: {exc}", permanent=False) from exc
+            raise DeliveryError(
+                f"SMS provider unreachable: {exc}", permanent=False
+            ) from exc
         return self._answer(response)
 
     @staticmethod
@@ -139,14 +147,20 @@ class HttpSmsProvider:
         if 200 <= response.status_code < 300:
             provider_id = str(data.get("sid") or data.get("id") or "")
             if not provider_id:
-                raise DeliveryError("SMS provider answered without a message id", permanent=False)
+                raise DeliveryError(
+                    "SMS provider answered without a message id", permanent=False
+                )
             return provider_id
         detail = data.get("message") or response.text[:200] or response.reason_phrase
         code = data.get("code")
-        reason = f"SMS provider HTTP {response.status_code}" + (f" code {code}" if code else "")
+        reason = f"SMS provider HTTP {response.status_code}" + (
+            f" code {code}" if code else ""
+        )
         reason += f": {detail}"
         # Throttled or broken on their side: later may work. Any other 4xx will not.
-        transient = response.status_code in (408, 425, 429) or response.status_code >= 500
+        transient = (
+            response.status_code in (408, 425, 429) or response.status_code >= 500
+        )
         raise DeliveryError(reason, permanent=not transient)
 
 

@@ -56,7 +56,11 @@ class DeliveryWindow:
         return f"{timezone.localtime(self.start):%H:%M}-{timezone.localtime(self.end):%H:%M}"
 
     def as_dict(self) -> dict:
-        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "label": self.label}
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "label": self.label,
+        }
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,9 @@ class DeliveryDay:
         }
 
 
-def hub_windows(hub: Hub, day: date, *, not_before: datetime | None = None) -> tuple[DeliveryWindow, ...]:
+def hub_windows(
+    hub: Hub, day: date, *, not_before: datetime | None = None
+) -> tuple[DeliveryWindow, ...]:
     """Whole windows inside the hub's opening hours that day (none when closed)."""
     opening = hub_opening_seconds(hub, day)
     if opening is None:
@@ -107,10 +113,16 @@ def _ready_at_hub(shipment: Shipment, last: Leg) -> datetime | None:
         return None
     arrival = inbound.eta or inbound.planned_arrival
     hub = last.from_hub or shipment.destination_hub
-    return arrival + timedelta(minutes=hub.handling_minutes if hub else 0) if arrival else None
+    return (
+        arrival + timedelta(minutes=hub.handling_minutes if hub else 0)
+        if arrival
+        else None
+    )
 
 
-def earliest_delivery_day(*, shipment: Shipment, last: Leg, now: datetime) -> tuple[date, datetime | None]:
+def earliest_delivery_day(
+    *, shipment: Shipment, last: Leg, now: datetime
+) -> tuple[date, datetime | None]:
     """(first day a new window may fall on, the moment the parcel is ready)."""
     tomorrow = timezone.localdate(now) + timedelta(days=1)
     ready = _ready_at_hub(shipment, last)
@@ -139,7 +151,9 @@ def reschedule_refusal(shipment: Shipment, last: Leg | None) -> str:
         return "This parcel is on its way back to the sender; its delivery cannot be changed."
     if shipment.status in SHIPMENT_TERMINAL:
         return f"This shipment is {ShipmentStatus(shipment.status).label.lower()}; its delivery can no longer be changed."
-    if last is None or (last.from_hub_id is None and shipment.destination_hub_id is None):
+    if last is None or (
+        last.from_hub_id is None and shipment.destination_hub_id is None
+    ):
         return "This shipment has no delivery from a hub to re-plan."
     if shipment.returns.exists():
         return "This parcel is already on its way back to the sender."
@@ -148,7 +162,9 @@ def reschedule_refusal(shipment: Shipment, last: Leg | None) -> str:
     if last.status == LegStatus.ASSIGNED:
         return "Your delivery is already planned on a driver's route; it can no longer be changed online."
     if last.status != LegStatus.PLANNED:
-        return "Our team is arranging the next delivery; please contact us to change it."
+        return (
+            "Our team is arranging the next delivery; please contact us to change it."
+        )
     return ""
 
 
@@ -169,7 +185,9 @@ class CustomerOptions:
     rating: CustomerRating | None
 
 
-def customer_options(*, shipment: Shipment, now: datetime | None = None) -> CustomerOptions:
+def customer_options(
+    *, shipment: Shipment, now: datetime | None = None
+) -> CustomerOptions:
     now = now or timezone.now()
     last = _last_mile_leg(shipment)
     refusal = reschedule_refusal(shipment, last)
@@ -207,12 +225,16 @@ def _lock(shipment_id: int) -> Shipment:
     return Shipment.objects.select_for_update().get(pk=shipment_id)
 
 
-def _window_chosen(*, shipment: Shipment, last: Leg, day: date, window_start: time, now: datetime) -> DeliveryWindow:
+def _window_chosen(
+    *, shipment: Shipment, last: Leg, day: date, window_start: time, now: datetime
+) -> DeliveryWindow:
     """The window asked for, if the hub serves it; otherwise a field error saying why."""
     today = timezone.localdate(now)
     if day <= today:
         raise DomainError(
-            "This day is in the past." if day < today else "Today can no longer be chosen; pick a later day.",
+            "This day is in the past."
+            if day < today
+            else "Today can no longer be chosen; pick a later day.",
             field="date",
         )
     first, ready = earliest_delivery_day(shipment=shipment, last=last, now=now)
@@ -233,7 +255,10 @@ def _window_chosen(*, shipment: Shipment, last: Leg, day: date, window_start: ti
             field="date",
         )
     for window in windows:
-        if timezone.localtime(window.start).time().replace(second=0, microsecond=0) == window_start:
+        if (
+            timezone.localtime(window.start).time().replace(second=0, microsecond=0)
+            == window_start
+        ):
             return window
     offered = ", ".join(w.label for w in windows)
     raise DomainError(
@@ -280,10 +305,16 @@ def shipment_delivery_reschedule(
     refusal = reschedule_refusal(shipment, last)
     if refusal:
         raise Conflict(refusal)
-    window = _window_chosen(shipment=shipment, last=last, day=day, window_start=window_start, now=now)
+    window = _window_chosen(
+        shipment=shipment, last=last, day=day, window_start=window_start, now=now
+    )
     previous = {
-        "start": shipment.delivery_window_start.isoformat() if shipment.delivery_window_start else None,
-        "end": shipment.delivery_window_end.isoformat() if shipment.delivery_window_end else None,
+        "start": shipment.delivery_window_start.isoformat()
+        if shipment.delivery_window_start
+        else None,
+        "end": shipment.delivery_window_end.isoformat()
+        if shipment.delivery_window_end
+        else None,
     }
     duration = (
         last.planned_arrival - last.planned_departure
@@ -292,14 +323,23 @@ def shipment_delivery_reschedule(
     )
     arrival = window.start + (window.end - window.start) / 2
     Leg.objects.filter(pk=last.pk).update(
-        planned_departure=arrival - duration, planned_arrival=arrival, eta=arrival, updated_at=now
+        planned_departure=arrival - duration,
+        planned_arrival=arrival,
+        eta=arrival,
+        updated_at=now,
     )
     shipment.delivery_window_start = window.start
     shipment.delivery_window_end = window.end
     shipment.promised_by = window.end
     shipment.eta = arrival
     shipment.save(
-        update_fields=["delivery_window_start", "delivery_window_end", "promised_by", "eta", "updated_at"]
+        update_fields=[
+            "delivery_window_start",
+            "delivery_window_end",
+            "promised_by",
+            "eta",
+            "updated_at",
+        ]
     )
     withdrawn = HubPickupRequest.objects.filter(
         shipment=shipment, status=HubPickupRequest.Status.REQUESTED
@@ -329,13 +369,16 @@ def _forecast_refresh(shipment_id: int) -> None:
     try:
         shipment_forecast_refresh(shipment_id=shipment_id)
     except Exception:  # noqa: BLE001 - the ETA sweep recomputes it anyway
-        logger.exception("forecast refresh after rescheduling shipment %s failed", shipment_id)
+        logger.exception(
+            "forecast refresh after rescheduling shipment %s failed", shipment_id
+        )
 
 
 def _attempt_failed(shipment: Shipment) -> bool:
-    return shipment.status == ShipmentStatus.DELIVERY_FAILED or shipment.legs.filter(
-        mile=Mile.LAST, attempt_count__gt=0
-    ).exists()
+    return (
+        shipment.status == ShipmentStatus.DELIVERY_FAILED
+        or shipment.legs.filter(mile=Mile.LAST, attempt_count__gt=0).exists()
+    )
 
 
 def _pickup_refusal(shipment: Shipment, last: Leg | None) -> str:
@@ -343,7 +386,9 @@ def _pickup_refusal(shipment: Shipment, last: Leg | None) -> str:
         return "This shipment can no longer be collected at the hub."
     if shipment.returns.exists():
         return "This parcel is already on its way back to the sender."
-    if last is None or (last.from_hub_id is None and shipment.destination_hub_id is None):
+    if last is None or (
+        last.from_hub_id is None and shipment.destination_hub_id is None
+    ):
         return "This shipment has no delivery hub to collect it from."
     if last.status in (LegStatus.IN_TRANSIT, LegStatus.ARRIVED):
         return "Your parcel is out for delivery again; it cannot be collected now."
@@ -371,12 +416,16 @@ def shipment_hub_pickup_request(*, shipment_id: int) -> HubPickup:
     """
     shipment = _lock(shipment_id)
     if not _attempt_failed(shipment):
-        raise Conflict("A pickup at the hub can be asked for only after a failed delivery attempt.")
+        raise Conflict(
+            "A pickup at the hub can be asked for only after a failed delivery attempt."
+        )
     last = _last_mile_leg(shipment, lock=True)
     refusal = _pickup_refusal(shipment, last)
     if refusal:
         raise Conflict(refusal)
-    hub = Hub.objects.select_related("location").get(pk=last.from_hub_id or shipment.destination_hub_id)
+    hub = Hub.objects.select_related("location").get(
+        pk=last.from_hub_id or shipment.destination_hub_id
+    )
     existing = HubPickupRequest.objects.filter(
         shipment=shipment, status=HubPickupRequest.Status.REQUESTED
     ).first()
@@ -400,7 +449,9 @@ def shipment_redelivery_request(
     with transaction.atomic():
         shipment = _lock(shipment_id)
         if not _attempt_failed(shipment):
-            raise Conflict("A redelivery can be asked for only after a failed delivery attempt.")
+            raise Conflict(
+                "A redelivery can be asked for only after a failed delivery attempt."
+            )
         return shipment_delivery_reschedule(
             shipment_id=shipment_id,
             day=day,
@@ -441,10 +492,14 @@ def delivery_instruction_set(
     refusal = _instructions_refusal(shipment, last)
     if refusal:
         raise Conflict(refusal)
-    instruction = DeliveryInstruction.objects.filter(shipment=shipment).first() or DeliveryInstruction(
+    instruction = DeliveryInstruction.objects.filter(
         shipment=shipment
-    )
-    for field, value in (("safe_place", safe_place), ("door_code", door_code), ("note", note)):
+    ).first() or DeliveryInstruction(shipment=shipment)
+    for field, value in (
+        ("safe_place", safe_place),
+        ("door_code", door_code),
+        ("note", note),
+    ):
         if value is not None:
             setattr(instruction, field, value)
     instruction.save()
@@ -463,7 +518,9 @@ def delivery_instruction_set(
 
 
 @transaction.atomic
-def customer_rating_create(*, shipment_id: int, stars: int, comment: str = "") -> CustomerRating:
+def customer_rating_create(
+    *, shipment_id: int, stars: int, comment: str = ""
+) -> CustomerRating:
     """Once per delivered shipment; one event."""
     shipment = _lock(shipment_id)
     if shipment.status != ShipmentStatus.DELIVERED:
@@ -472,7 +529,9 @@ def customer_rating_create(*, shipment_id: int, stars: int, comment: str = "") -
         raise Conflict("This delivery has already been rated. Thank you!")
     if not 1 <= stars <= 5:
         raise DomainError("Choose between 1 and 5 stars.", field="stars")
-    rating = CustomerRating.objects.create(shipment=shipment, stars=stars, comment=comment)
+    rating = CustomerRating.objects.create(
+        shipment=shipment, stars=stars, comment=comment
+    )
     event_record(
         shipment=shipment,
         type="customer.rated",

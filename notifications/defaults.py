@@ -16,11 +16,32 @@ from .models import Channel, NotificationRule, RecipientRole, Trigger
 NIGHT = {"quiet_hours_start": time(21, 0), "quiet_hours_end": time(8, 0)}
 
 DEFAULT_RULES: list[dict] = [
-    {"name": "Picked up (e-mail)", "trigger": Trigger.PICKED_UP, "channel": Channel.EMAIL},
-    {"name": "Arrived at hub (e-mail)", "trigger": Trigger.ARRIVED_AT_HUB, "channel": Channel.EMAIL},
-    {"name": "Departed hub (e-mail)", "trigger": Trigger.DEPARTED_HUB, "channel": Channel.EMAIL},
-    {"name": "Out for delivery (e-mail)", "trigger": Trigger.OUT_FOR_DELIVERY, "channel": Channel.EMAIL},
-    {"name": "Out for delivery (SMS)", "trigger": Trigger.OUT_FOR_DELIVERY, "channel": Channel.SMS, **NIGHT},
+    {
+        "name": "Picked up (e-mail)",
+        "trigger": Trigger.PICKED_UP,
+        "channel": Channel.EMAIL,
+    },
+    {
+        "name": "Arrived at hub (e-mail)",
+        "trigger": Trigger.ARRIVED_AT_HUB,
+        "channel": Channel.EMAIL,
+    },
+    {
+        "name": "Departed hub (e-mail)",
+        "trigger": Trigger.DEPARTED_HUB,
+        "channel": Channel.EMAIL,
+    },
+    {
+        "name": "Out for delivery (e-mail)",
+        "trigger": Trigger.OUT_FOR_DELIVERY,
+        "channel": Channel.EMAIL,
+    },
+    {
+        "name": "Out for delivery (SMS)",
+        "trigger": Trigger.OUT_FOR_DELIVERY,
+        "channel": Channel.SMS,
+        **NIGHT,
+    },
     {
         "name": "ETA moved (e-mail)",
         "trigger": Trigger.ETA_MOVED,
@@ -36,10 +57,27 @@ DEFAULT_RULES: list[dict] = [
         "min_interval_minutes": 720,
         **NIGHT,
     },
-    {"name": "Delivered (e-mail)", "trigger": Trigger.DELIVERED, "channel": Channel.EMAIL},
-    {"name": "Attempt failed (e-mail)", "trigger": Trigger.ATTEMPT_FAILED, "channel": Channel.EMAIL},
-    {"name": "Attempt failed (SMS)", "trigger": Trigger.ATTEMPT_FAILED, "channel": Channel.SMS, **NIGHT},
-    {"name": "Return started (e-mail)", "trigger": Trigger.RETURN_STARTED, "channel": Channel.EMAIL},
+    {
+        "name": "Delivered (e-mail)",
+        "trigger": Trigger.DELIVERED,
+        "channel": Channel.EMAIL,
+    },
+    {
+        "name": "Attempt failed (e-mail)",
+        "trigger": Trigger.ATTEMPT_FAILED,
+        "channel": Channel.EMAIL,
+    },
+    {
+        "name": "Attempt failed (SMS)",
+        "trigger": Trigger.ATTEMPT_FAILED,
+        "channel": Channel.SMS,
+        **NIGHT,
+    },
+    {
+        "name": "Return started (e-mail)",
+        "trigger": Trigger.RETURN_STARTED,
+        "channel": Channel.EMAIL,
+    },
 ]
 
 
@@ -49,6 +87,8 @@ def notification_rules_install_defaults() -> list[NotificationRule]:
     rules = []
     for spec in DEFAULT_RULES:
         fields = {"recipient_role": RecipientRole.CONSIGNEE, **spec}
-        rule, _ = NotificationRule.objects.get_or_create(name=fields.pop("name"), defaults=fields)
+        rule, _ = NotificationRule.objects.get_or_create(
+            name=fields.pop("name"), defaults=fields
+        )
         rules.append(rule)
     return rules

@@ -30,7 +30,10 @@ class Trigger(models.TextChoices):
     ETA_MOVED = "eta_moved", "ETA moved by more than N minutes"
     AT_RISK = "at_risk", "At risk of missing the promise"
     DELIVERED = "delivered", "Delivered (with proof)"
-    ATTEMPT_FAILED = "attempt_failed", "Delivery attempt failed (with what happens next)"
+    ATTEMPT_FAILED = (
+        "attempt_failed",
+        "Delivery attempt failed (with what happens next)",
+    )
     RETURN_STARTED = "return_started", "Return started"
 
 
@@ -77,7 +80,9 @@ class NotificationRule(models.Model):
         indexes = [
             # Serves decisions: the active rules of one trigger.
             models.Index(
-                fields=["trigger"], condition=Q(is_active=True), name="rule_active_trigger"
+                fields=["trigger"],
+                condition=Q(is_active=True),
+                name="rule_active_trigger",
             ),
         ]
 
@@ -203,7 +208,9 @@ class Message(models.Model):
         ]
         indexes = [
             # Serves the throttle and "last ETA told": one shipment's messages of a rule.
-            models.Index(fields=["shipment", "rule", "created_at"], name="message_throttle"),
+            models.Index(
+                fields=["shipment", "rule", "created_at"], name="message_throttle"
+            ),
             # Serves the sweep: messages still to send or retry.
             models.Index(
                 fields=["status", "next_attempt_at"],
@@ -227,7 +234,9 @@ class DeliveryInstruction(models.Model):
     """The customer's latest instructions for the driver (one row per shipment)."""
 
     shipment = models.OneToOneField(
-        "shipments.Shipment", on_delete=models.CASCADE, related_name="delivery_instruction"
+        "shipments.Shipment",
+        on_delete=models.CASCADE,
+        related_name="delivery_instruction",
     )
     safe_place = models.CharField(max_length=120, blank=True)
     door_code = models.CharField(max_length=20, blank=True)
@@ -247,7 +256,9 @@ class HubPickupRequest(models.Model):
         COLLECTED = "collected", "Collected"
 
     shipment = models.ForeignKey(
-        "shipments.Shipment", on_delete=models.CASCADE, related_name="hub_pickup_requests"
+        "shipments.Shipment",
+        on_delete=models.CASCADE,
+        related_name="hub_pickup_requests",
     )
     hub = models.ForeignKey("shipments.Hub", on_delete=models.PROTECT, related_name="+")
     status = models.CharField(

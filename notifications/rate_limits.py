@@ -25,6 +25,8 @@ def customer_action_limited(*, token: str, request) -> bool:
         window_seconds=WINDOW_SECONDS,
     )
     address_over = rate_limit_exceeded(
-        key=f"cust:ip:{client_ip(request)}", limit=per_address, window_seconds=WINDOW_SECONDS
+        key=f"cust:ip:{client_ip(request)}",
+        limit=per_address,
+        window_seconds=WINDOW_SECONDS,
     )
     return link_over or address_over

@@ -49,7 +49,9 @@ def recipient_for(*, shipment: Shipment, role: str, channel: str) -> Recipient:
     else:
         raw = party.phone or (location.contact_phone if location else "")
     supported = [code for code, _ in settings.LANGUAGES]
-    name = (location.contact_name if location and location.contact_name else "") or party.name
+    name = (
+        location.contact_name if location and location.contact_name else ""
+    ) or party.name
     return Recipient(
         address=address_normalise(channel, raw),
         language=language_pick(party.language, supported),

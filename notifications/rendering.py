@@ -59,7 +59,9 @@ def _proof(shipment: Shipment) -> dict | None:
         return None
     stop = _last_mile_stop(shipment)
     pod = (
-        ProofOfDelivery.objects.filter(stop=stop).order_by("-id").first() if stop else None
+        ProofOfDelivery.objects.filter(stop=stop).order_by("-id").first()
+        if stop
+        else None
     )
     return {
         "delivered_at": _local(shipment.completed_at),
@@ -223,13 +225,21 @@ def message_preview(
             .select_related("leg__from_hub", "leg__to_hub")
             .order_by("-id")
             if trigger_for(
-                event_type=candidate.type, payload=candidate.payload, is_return=shipment.is_return
+                event_type=candidate.type,
+                payload=candidate.payload,
+                is_return=shipment.is_return,
             )
             == rule.trigger
         ),
         None,
     )
-    recipient = recipient_for(shipment=shipment, role=rule.recipient_role, channel=rule.channel)
-    recipient = Recipient(address=recipient.address, language=language, name=recipient.name)
-    context = message_context(shipment=shipment, trigger=rule.trigger, recipient=recipient, event=event)
+    recipient = recipient_for(
+        shipment=shipment, role=rule.recipient_role, channel=rule.channel
+    )
+    recipient = Recipient(
+        address=recipient.address, language=language, name=recipient.name
+    )
+    context = message_context(
+        shipment=shipment, trigger=rule.trigger, recipient=recipient, event=event
+    )
     return message_render(rule=rule, language=language, context=context)

@@ -33,12 +33,18 @@ def delivery_instructions_for_shipments(shipment_ids: Iterable[int]) -> dict[int
             parts.append(f"Door code: {item.door_code}")
         if item.note:
             parts.append(f"Note: {item.note}")
-    return {shipment_id: " · ".join(parts) for shipment_id, parts in lines.items() if parts}
+    return {
+        shipment_id: " · ".join(parts) for shipment_id, parts in lines.items() if parts
+    }
 
 
 def message_list_for_shipment(shipment_id: int) -> QuerySet[Message]:
     """The delivery log of one shipment, newest first."""
-    return Message.objects.filter(shipment_id=shipment_id).select_related("rule").order_by("-id")
+    return (
+        Message.objects.filter(shipment_id=shipment_id)
+        .select_related("rule")
+        .order_by("-id")
+    )
 
 
 def _day_bounds(day: date) -> tuple[datetime, datetime]:
@@ -57,22 +63,33 @@ def notification_kpis(day: date) -> dict:
         by_channel.setdefault(row["channel"], {})[row["status"]] = row["n"]
     sent = sum(c.get(Message.Status.SENT, 0) for c in by_channel.values())
     failed = sum(c.get(Message.Status.FAILED, 0) for c in by_channel.values())
-    ratings = CustomerRating.objects.filter(created_at__gte=start, created_at__lt=end).aggregate(
+    ratings = CustomerRating.objects.filter(
+        created_at__gte=start, created_at__lt=end
+    ).aggregate(
         count=Count("id"), average=Avg("stars"), low=Count("id", filter=Q(stars__lte=2))
     )
     return {
         "date": day.isoformat(),
         "messages_sent": sent,
         "messages_failed": failed,
-        "messages_suppressed": sum(c.get(Message.Status.SUPPRESSED, 0) for c in by_channel.values()),
+        "messages_suppressed": sum(
+            c.get(Message.Status.SUPPRESSED, 0) for c in by_channel.values()
+        ),
         "messages_pending": sum(
             c.get(status, 0)
             for c in by_channel.values()
-            for status in (Message.Status.SCHEDULED, Message.Status.QUEUED, Message.Status.SENDING, Message.Status.RETRYING)
+            for status in (
+                Message.Status.SCHEDULED,
+                Message.Status.QUEUED,
+                Message.Status.SENDING,
+                Message.Status.RETRYING,
+            )
         ),
         "delivery_rate": round(sent / (sent + failed), 4) if sent + failed else None,
         "by_channel": by_channel,
         "ratings": ratings["count"],
-        "average_rating": round(ratings["average"], 2) if ratings["average"] is not None else None,
+        "average_rating": round(ratings["average"], 2)
+        if ratings["average"] is not None
+        else None,
         "low_ratings": ratings["low"],
     }

@@ -43,7 +43,12 @@ from .models import (
     NotificationRule,
     Trigger,
 )
-from .recipients import address_masked, address_normalise, recipient_for, recipient_opted_out
+from .recipients import (
+    address_masked,
+    address_normalise,
+    recipient_for,
+    recipient_opted_out,
+)
 from .rendering import TemplateMissing, message_context, message_render
 from .triggers import (
     TRIGGER_EVENT_TYPES,
@@ -89,7 +94,9 @@ def notifications_decide_for_event(
     other (the throttle sees the first decision). Queues the sends after commit.
     """
     now = now or timezone.now()
-    head = ShipmentEvent.objects.filter(pk=event_id).values("type", "shipment_id").first()
+    head = (
+        ShipmentEvent.objects.filter(pk=event_id).values("type", "shipment_id").first()
+    )
     if head is None or head["type"] not in TRIGGER_EVENT_TYPES:
         return []
     with transaction.atomic():
@@ -105,9 +112,9 @@ def notifications_decide_for_event(
             )
             .get(pk=head["shipment_id"])
         )
-        event = ShipmentEvent.objects.select_related("leg__from_hub", "leg__to_hub").get(
-            pk=event_id
-        )
+        event = ShipmentEvent.objects.select_related(
+            "leg__from_hub", "leg__to_hub"
+        ).get(pk=event_id)
         _, created = EventReview.objects.get_or_create(event=event)
         if not created:
             return []  # decided already (signal and sweep, or a redelivered task)
@@ -116,7 +123,9 @@ def notifications_decide_for_event(
         )
         if trigger is None:
             return []
-        rules = NotificationRule.objects.filter(is_active=True, trigger=trigger).order_by("id")
+        rules = NotificationRule.objects.filter(
+            is_active=True, trigger=trigger
+        ).order_by("id")
         decided = [
             message
             for rule in rules
@@ -131,7 +140,9 @@ def notifications_decide_for_event(
 def _eta_told(shipment: Shipment, address: str) -> datetime | None:
     """The ETA last told to this recipient, else the one first planned."""
     told = (
-        Message.objects.filter(shipment=shipment, recipient=address, facts__has_key="eta")
+        Message.objects.filter(
+            shipment=shipment, recipient=address, facts__has_key="eta"
+        )
         .exclude(status__in=[S.SUPPRESSED, S.FAILED])
         .order_by("-id")
         .values_list("facts", flat=True)
@@ -139,8 +150,22 @@ def _eta_told(shipment: Shipment, address: str) -> datetime | None:
     )
     if told and told.get("eta"):
         return datetime.fromisoformat(told["eta"])
-    last = shipment.legs.exclude(status=LegStatus.CANCELLED).order_by("-sequence").first()
+    last = (
+        shipment.legs.exclude(status=LegStatus.CANCELLED).order_by("-sequence").first()
+    )
     return last.planned_arrival if last else None
+
+
+def _eta_worth_telling(
+    rule: NotificationRule, shipment: Shipment, address: str
+) -> bool:
+    if shipment.status in SHIPMENT_TERMINAL:
+        return False
+    return eta_moved_enough(
+        told=_eta_told(shipment, address),
+        current=shipment.eta,
+        threshold=timedelta(minutes=rule.eta_threshold_minutes),
+    )
 
 
 def _decide(
@@ -149,13 +174,10 @@ def _decide(
     recipient = recipient_for(
         shipment=shipment, role=rule.recipient_role, channel=rule.channel
     )
-    if rule.trigger == Trigger.ETA_MOVED:
-        if shipment.status in SHIPMENT_TERMINAL or not eta_moved_enough(
-            told=_eta_told(shipment, recipient.address),
-            current=shipment.eta,
-            threshold=timedelta(minutes=rule.eta_threshold_minutes),
-        ):
-            return None  # not worth telling: no row, a later move is judged afresh
+    if rule.trigger == Trigger.ETA_MOVED and not _eta_worth_telling(
+        rule, shipment, recipient.address
+    ):
+        return None  # no row: a later move is judged afresh
     row = Message(
         shipment=shipment,
         event=event,
@@ -168,11 +190,16 @@ def _decide(
     )
     if rule.trigger in ETA_TELLING and shipment.eta:
         row.facts = {"eta": shipment.eta.isoformat()}
-    row.status, row.reason = _gate(rule=rule, shipment=shipment, address=recipient.address, now=now)
+    row.status, row.reason = _gate(
+        rule=rule, shipment=shipment, address=recipient.address, now=now
+    )
     if row.status != S.SUPPRESSED:
         try:
             context = message_context(
-                shipment=shipment, trigger=rule.trigger, recipient=recipient, event=event
+                shipment=shipment,
+                trigger=rule.trigger,
+                recipient=recipient,
+                event=event,
             )
             row.subject, row.body, row.language = message_render(
                 rule=rule, language=recipient.language, context=context
@@ -198,11 +225,16 @@ def _decide(
     return row
 
 
-def _gate(*, rule: NotificationRule, shipment: Shipment, address: str, now: datetime) -> tuple[str, str]:
+def _gate(
+    *, rule: NotificationRule, shipment: Shipment, address: str, now: datetime
+) -> tuple[str, str]:
     """(status, reason) before any wording: who and how often."""
     if not address:
         kind = "e-mail address" if rule.channel == Channel.EMAIL else "phone number"
-        return S.SUPPRESSED, f"no {kind} for the {rule.get_recipient_role_display().lower()}"
+        return (
+            S.SUPPRESSED,
+            f"no {kind} for the {rule.get_recipient_role_display().lower()}",
+        )
     if recipient_opted_out(channel=rule.channel, address=address):
         return S.SUPPRESSED, "the recipient opted out"
     same = Message.objects.filter(shipment=shipment, rule=rule, recipient=address)
@@ -213,7 +245,10 @@ def _gate(*, rule: NotificationRule, shipment: Shipment, address: str, now: date
     if rule.min_interval_minutes:
         since = now - timedelta(minutes=rule.min_interval_minutes)
         if same.filter(status__in=THROTTLING, created_at__gte=since).exists():
-            return S.SUPPRESSED, f"throttled: at most one per {rule.min_interval_minutes} min"
+            return (
+                S.SUPPRESSED,
+                f"throttled: at most one per {rule.min_interval_minutes} min",
+            )
     return S.QUEUED, ""
 
 
@@ -243,7 +278,10 @@ def _claim(message_id: int, now: datetime) -> bool:
     """Conditional update: only one worker attempts a given message at a time."""
     return (
         Message.objects.filter(pk=message_id, status__in=[S.QUEUED, S.RETRYING])
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + timedelta(seconds=1)))
+        .filter(
+            Q(next_attempt_at__isnull=True)
+            | Q(next_attempt_at__lte=now + timedelta(seconds=1))
+        )
         .update(status=S.SENDING, attempts=F("attempts") + 1, updated_at=now)
         == 1
     )
@@ -253,12 +291,17 @@ def _deliver(message: Message) -> str:
     reference = f"msg{message.pk}"
     if message.channel == Channel.EMAIL:
         return email_send(
-            to=message.recipient, subject=message.subject, body=message.body, reference=reference
+            to=message.recipient,
+            subject=message.subject,
+            body=message.body,
+            reference=reference,
         )
     return sms_send(to=message.recipient, body=message.body, reference=reference)
 
 
-def notification_send(*, message_id: int, now: datetime | None = None) -> SendOutcome | None:
+def notification_send(
+    *, message_id: int, now: datetime | None = None
+) -> SendOutcome | None:
     """One attempt at one message. None when there was nothing to do (sent,
     not due, or another worker has it)."""
     now = now or timezone.now()
@@ -267,7 +310,9 @@ def notification_send(*, message_id: int, now: datetime | None = None) -> SendOu
     message = Message.objects.select_related("shipment", "rule").get(pk=message_id)
     if recipient_opted_out(channel=message.channel, address=message.recipient):
         Message.objects.filter(pk=message.pk, status=S.SENDING).update(
-            status=S.SUPPRESSED, reason="the recipient opted out", updated_at=timezone.now()
+            status=S.SUPPRESSED,
+            reason="the recipient opted out",
+            updated_at=timezone.now(),
         )
         return SendOutcome(S.SUPPRESSED)
     try:
@@ -276,7 +321,9 @@ def notification_send(*, message_id: int, now: datetime | None = None) -> SendOu
         return _attempt_failed(message, reason=exc.reason, permanent=exc.permanent)
     except Exception as exc:  # noqa: BLE001 - a bug must not strand the row in "sending"
         logger.exception("sending message %s crashed", message.pk)
-        return _attempt_failed(message, reason=f"{type(exc).__name__}: {exc}", permanent=False)
+        return _attempt_failed(
+            message, reason=f"{type(exc).__name__}: {exc}", permanent=False
+        )
     with transaction.atomic():
         Message.objects.filter(pk=message.pk).update(
             status=S.SENT,
@@ -300,7 +347,10 @@ def _attempt_failed(message: Message, *, reason: str, permanent: bool) -> SendOu
         message.status, message.reason = S.FAILED, reason[:500]
         with transaction.atomic():
             Message.objects.filter(pk=message.pk).update(
-                status=S.FAILED, reason=message.reason, next_attempt_at=None, updated_at=timezone.now()
+                status=S.FAILED,
+                reason=message.reason,
+                next_attempt_at=None,
+                updated_at=timezone.now(),
             )
             _failure_record(message)
         return SendOutcome(S.FAILED)
@@ -373,8 +423,13 @@ def notification_sweep_run(*, now: datetime | None = None) -> dict[str, int]:
             released.append(message_id)
 
     # A worker that died mid-send: try again (the provider may have it already).
-    lost = Message.objects.filter(status=S.SENDING, updated_at__lte=now - STALE_SENDING).update(
-        status=S.RETRYING, reason="worker lost while sending; retrying", next_attempt_at=now, updated_at=now
+    lost = Message.objects.filter(
+        status=S.SENDING, updated_at__lte=now - STALE_SENDING
+    ).update(
+        status=S.RETRYING,
+        reason="worker lost while sending; retrying",
+        next_attempt_at=now,
+        updated_at=now,
     )
     due = list(
         Message.objects.filter(
@@ -383,7 +438,13 @@ def notification_sweep_run(*, now: datetime | None = None) -> dict[str, int]:
         ).values_list("pk", flat=True)[:SWEEP_BATCH]
     )
     messages_queue(released + due)
-    return {"events": len(missed), "decided": decided, "released": len(released), "requeued": len(due), "lost": lost}
+    return {
+        "events": len(missed),
+        "decided": decided,
+        "released": len(released),
+        "requeued": len(due),
+        "lost": lost,
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -392,13 +453,19 @@ def notification_sweep_run(*, now: datetime | None = None) -> dict[str, int]:
 
 
 @transaction.atomic
-def notification_opt_out_create(*, channel: str, address: str, source: str = "dashboard") -> NotificationOptOut:
+def notification_opt_out_create(
+    *, channel: str, address: str, source: str = "dashboard"
+) -> NotificationOptOut:
     """No more messages to this address on this channel, including those waiting."""
     normalised = address_normalise(channel, address)
     opt_out, _ = NotificationOptOut.objects.get_or_create(
         channel=channel, address=normalised, defaults={"source": source}
     )
     Message.objects.filter(
-        channel=channel, recipient=normalised, status__in=[S.SCHEDULED, S.QUEUED, S.RETRYING]
-    ).update(status=S.SUPPRESSED, reason="the recipient opted out", updated_at=timezone.now())
+        channel=channel,
+        recipient=normalised,
+        status__in=[S.SCHEDULED, S.QUEUED, S.RETRYING],
+    ).update(
+        status=S.SUPPRESSED, reason="the recipient opted out", updated_at=timezone.now()
+    )
     return opt_out

@@ -26,11 +26,11 @@ def notification_send_task(self, message_id: int) -> None:
     from .services import notification_send
 
     outcome = notification_send(message_id=message_id)
-    if outcome is not None and outcome.retry_in_seconds is not None:
-        # The row says "retrying" with its due time; an eager run (the embedded
-        # default) leaves the retry to the sweep instead of recursing at once.
-        if not self.request.is_eager:
-            raise self.retry(countdown=outcome.retry_in_seconds)
+    # The row says "retrying" with its due time; an eager run (the embedded
+    # default) leaves the retry to the sweep instead of recursing at once.
+    retry = outcome is not None and outcome.retry_in_seconds is not None
+    if retry and not self.request.is_eager:
+        raise self.retry(countdown=outcome.retry_in_seconds)
 
 
 @idempotent_task

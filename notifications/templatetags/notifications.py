@@ -13,4 +13,7 @@ LOG_LIMIT = 100
 
 @register.inclusion_tag("notifications/shipment_messages.html")
 def notification_log(shipment_id: int) -> dict:
-    return {"messages": list(message_list_for_shipment(shipment_id)[:LOG_LIMIT]), "limit": LOG_LIMIT}
+    return {
+        "messages": list(message_list_for_shipment(shipment_id)[:LOG_LIMIT]),
+        "limit": LOG_LIMIT,
+    }

@@ -25,6 +25,16 @@ def _stray_connections_closed(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture
+def hubs_closed_on_sundays(hubs):
+    """Both hubs deliver 06:00-22:00 Monday to Saturday: a closed day to refuse."""
+    week = {day: ["06:00", "22:00"] for day in ("mon", "tue", "wed", "thu", "fri", "sat")}
+    for hub in hubs:
+        hub.opening_hours = week
+        hub.save(update_fields=["opening_hours"])
+    return hubs
+
+
+@pytest.fixture
 def rules(db):
     """Exactly the default rules (a transactional test may have flushed the seeded ones)."""
     NotificationRule.objects.all().delete()
@@ -35,7 +45,9 @@ def rules(db):
 def daytime_rules(rules):
     """The default rules without quiet hours, so a test does not depend on the clock."""
     NotificationRule.objects.update(quiet_hours_start=None, quiet_hours_end=None)
-    return {name: NotificationRule.objects.get(pk=rule.pk) for name, rule in rules.items()}
+    return {
+        name: NotificationRule.objects.get(pk=rule.pk) for name, rule in rules.items()
+    }
 
 
 @pytest.fixture

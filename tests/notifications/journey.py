@@ -26,19 +26,30 @@ JOURNEY = [
 
 
 def leg_of(shipment: Shipment, mile: str):
-    return shipment.legs.exclude(status="cancelled").filter(mile=mile).order_by("-sequence").first()
+    return (
+        shipment.legs.exclude(status="cancelled")
+        .filter(mile=mile)
+        .order_by("-sequence")
+        .first()
+    )
 
 
 def step(shipment: Shipment, mile: str, status: str, **kwargs):
-    return leg_transition(leg_id=leg_of(shipment, mile).pk, to=status, source="driver", **kwargs)
+    return leg_transition(
+        leg_id=leg_of(shipment, mile).pk, to=status, source="driver", **kwargs
+    )
 
 
 def decide_pending(shipment: Shipment, *, now=None) -> list[Message]:
     """What the signal + worker do, run here: decide every undecided event."""
     decided = []
-    for event_id in ShipmentEvent.objects.filter(
-        shipment=shipment, notification_review__isnull=True
-    ).order_by("id").values_list("pk", flat=True):
+    for event_id in (
+        ShipmentEvent.objects.filter(
+            shipment=shipment, notification_review__isnull=True
+        )
+        .order_by("id")
+        .values_list("pk", flat=True)
+    ):
         decided += notifications_decide_for_event(event_id=event_id, now=now)
     return decided
 

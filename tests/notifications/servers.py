@@ -25,7 +25,9 @@ class _Inbox:
 
     def __init__(self):
         self.messages: list[EmailMessage] = []
-        self.refuse: dict[str, str] = {}  # address -> SMTP reply, e.g. "550 no such user"
+        self.refuse: dict[
+            str, str
+        ] = {}  # address -> SMTP reply, e.g. "550 no such user"
         self._lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
@@ -36,7 +38,9 @@ class _Inbox:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        message = email.message_from_bytes(
+            envelope.content, policy=email.policy.default
+        )
         with self._lock:
             self.messages.append(message)
         return "250 Message accepted for delivery"
@@ -55,8 +59,12 @@ class SmtpServer:
         self.started_once = False
 
     def start(self) -> SmtpServer:
-        if self.started_once:  # a stopped controller cannot restart: a new one, same port
-            self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        if (
+            self.started_once
+        ):  # a stopped controller cannot restart: a new one, same port
+            self.controller = Controller(
+                self.inbox, hostname="127.0.0.1", port=self.port
+            )
         self.controller.start()
         self.running = self.started_once = True
         return self
@@ -112,9 +120,14 @@ class SmsApi:
             def do_POST(self):  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode()
-                user, _, password = base64.b64decode(
-                    self.headers.get("Authorization", "Basic ").split(" ", 1)[1] or ""
-                ).decode().partition(":")
+                user, _, password = (
+                    base64.b64decode(
+                        self.headers.get("Authorization", "Basic ").split(" ", 1)[1]
+                        or ""
+                    )
+                    .decode()
+                    .partition(":")
+                )
                 form = {k: v[0] for k, v in parse_qs(raw).items()}
                 api.calls.append(SmsCall(self.path, (user, password), form))
                 if api.delay_seconds:

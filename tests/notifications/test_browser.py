@@ -21,7 +21,11 @@ from shipments.models import ShipmentEvent
 from tests import factories
 from tests.notifications.test_customer_actions import _make
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+]
 
 BASE_DIR = Path(settings.BASE_DIR)
 CHROMIUM_ARGS = [
@@ -34,7 +38,9 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 INCLUDE = '{% include "notifications/customer_actions.html" %}'
-TRACKING_PAGE_HAS_ACTIONS = INCLUDE in (BASE_DIR / "templates/tracking/track.html").read_text()
+TRACKING_PAGE_HAS_ACTIONS = (
+    INCLUDE in (BASE_DIR / "templates/tracking/track.html").read_text()
+)
 
 
 def _free_port() -> int:
@@ -59,9 +65,23 @@ def server(tmp_path):
     log_path = tmp_path / "uvicorn.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(  # noqa: S603 - our own server, fixed arguments
-            [sys.executable, "-m", "uvicorn", "config.asgi:application", "--host", "127.0.0.1",
-             "--port", str(port), "--log-level", "warning"],
-            cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "config.asgi:application",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 40
@@ -72,7 +92,9 @@ def server(tmp_path):
         except httpx.TransportError:
             if time.monotonic() > deadline or process.poll() is not None:
                 process.kill()
-                raise AssertionError(f"server did not start:\n{log_path.read_text()[-3000:]}") from None
+                raise AssertionError(
+                    f"server did not start:\n{log_path.read_text()[-3000:]}"
+                ) from None
             time.sleep(0.3)
     yield base
     process.terminate()
@@ -91,8 +113,14 @@ def browser(monkeypatch):
     # ORM calls are still plain synchronous ones.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        phone = {k: v for k, v in playwright.devices["Pixel 7"].items() if k != "default_browser_type"}
+        chromium = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS
+        )
+        phone = {
+            k: v
+            for k, v in playwright.devices["Pixel 7"].items()
+            if k != "default_browser_type"
+        }
         yield chromium, phone
         chromium.close()
 
@@ -103,7 +131,7 @@ def browser(monkeypatch):
     reason=f"templates/tracking/track.html does not yet contain {INCLUDE} (requested from h3)",
 )
 def test_a_customer_on_a_phone_leaves_instructions_and_reschedules_and_the_dispatcher_sees_both_live(
-    hubs, server, browser, fresh_limits
+    hubs_closed_on_sundays, server, browser, fresh_limits
 ):
     chromium, phone = browser
     shipment, token = _make()
@@ -124,14 +152,18 @@ def test_a_customer_on_a_phone_leaves_instructions_and_reschedules_and_the_dispa
     customer = chromium.new_context(**phone).new_page()
     customer.goto(f"{server}/t/{token}")
     customer.wait_for_selector("#customer-actions:not([hidden])", timeout=5_000)
-    assert customer.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert customer.evaluate(
+        "document.documentElement.scrollWidth <= window.innerWidth"
+    )
 
     customer.click("#ca-instructions-box summary")
     customer.fill("#ca-instructions input[name=safe_place]", "Behind the blue gate")
     customer.fill("#ca-instructions input[name=door_code]", "4721B")
     customer.fill("#ca-instructions textarea[name=note]", "The dog is friendly")
     customer.click("#ca-instructions button[type=submit]")
-    customer.wait_for_selector("#ca-status:has-text('the driver will see your instructions')")
+    customer.wait_for_selector(
+        "#ca-status:has-text('the driver will see your instructions')"
+    )
     instructions_at = time.monotonic()
 
     customer.click("#ca-reschedule-box summary")
@@ -151,10 +183,17 @@ def test_a_customer_on_a_phone_leaves_instructions_and_reschedules_and_the_dispa
     seen_at = time.monotonic()
     assert dashboard.evaluate("window.__notReloaded === true")
     assert "4721B" not in dashboard.content()  # the door code stays out of the timeline
-    assert [e.type for e in ShipmentEvent.objects.filter(shipment=shipment, source="customer").order_by("id")] == [
+    assert [
+        e.type
+        for e in ShipmentEvent.objects.filter(
+            shipment=shipment, source="customer"
+        ).order_by("id")
+    ] == [
         "customer.instructions_updated",
         "customer.rescheduled",
     ]
     # Measured, for the report: from the customer's confirmation to the dispatcher's screen.
-    print(f"\nlive on the dashboard {seen_at - rescheduled_at:.2f} s after rescheduling "
-          f"({seen_at - instructions_at:.2f} s after the instructions)")
+    print(
+        f"\nlive on the dashboard {seen_at - rescheduled_at:.2f} s after rescheduling "
+        f"({seen_at - instructions_at:.2f} s after the instructions)"
+    )

@@ -48,7 +48,11 @@ def _out_for_delivery_message(hubs) -> Message:
     step(shipment, "last", "in_transit")
     from notifications.services import notifications_decide_for_event
 
-    event = ShipmentEvent.objects.filter(shipment=shipment, type="leg.departed").order_by("-id").first()
+    event = (
+        ShipmentEvent.objects.filter(shipment=shipment, type="leg.departed")
+        .order_by("-id")
+        .first()
+    )
     (message,) = notifications_decide_for_event(event_id=event.pk)
     assert message.status == S.QUEUED
     return message
@@ -102,11 +106,23 @@ def test_provider_errors_are_retried_with_back_off_until_sent(hubs, sms_only, sm
     row = _row(message)
     assert (row.status, row.attempts, row.reason) == (S.SENT, 3, "")
     assert len(sms_api.calls) == 3
-    assert ShipmentEvent.objects.filter(shipment=row.shipment, type="notification.sent").count() == 1
+    assert (
+        ShipmentEvent.objects.filter(
+            shipment=row.shipment, type="notification.sent"
+        ).count()
+        == 1
+    )
 
 
-def test_a_rejected_number_fails_at_once_with_the_providers_reason(hubs, sms_only, sms_api):
-    sms_api.script = [(400, {"code": 21211, "message": "The 'To' number is not a valid phone number."})]
+def test_a_rejected_number_fails_at_once_with_the_providers_reason(
+    hubs, sms_only, sms_api
+):
+    sms_api.script = [
+        (
+            400,
+            {"code": 21211, "message": "The 'To' number is not a valid phone number."},
+        )
+    ]
     message = _out_for_delivery_message(hubs)
 
     outcome = notification_send(message_id=message.pk)
@@ -118,12 +134,16 @@ def test_a_rejected_number_fails_at_once_with_the_providers_reason(hubs, sms_onl
         "SMS provider HTTP 400 code 21211: The 'To' number is not a valid phone number."
     )
     assert len(sms_api.calls) == 1
-    (failed,) = ShipmentEvent.objects.filter(shipment=row.shipment, type="notification.failed")
+    (failed,) = ShipmentEvent.objects.filter(
+        shipment=row.shipment, type="notification.failed"
+    )
     assert failed.payload["reason"] == row.reason
     assert failed.payload["channel"] == "sms"
 
 
-def test_a_provider_that_keeps_failing_ends_failed_after_the_last_attempt(hubs, sms_only, sms_api):
+def test_a_provider_that_keeps_failing_ends_failed_after_the_last_attempt(
+    hubs, sms_only, sms_api
+):
     sms_api.script = [(500, {"message": "Internal error"})] * MAX_ATTEMPTS
     message = _out_for_delivery_message(hubs)
 
@@ -141,7 +161,9 @@ def test_a_provider_that_keeps_failing_ends_failed_after_the_last_attempt(hubs, 
     assert len(sms_api.calls) == MAX_ATTEMPTS
 
 
-def test_a_provider_that_does_not_answer_in_time_is_retried(hubs, sms_only, sms_api, settings):
+def test_a_provider_that_does_not_answer_in_time_is_retried(
+    hubs, sms_only, sms_api, settings
+):
     settings.SMS_TIMEOUT_SECONDS = 0.3
     sms_api.delay_seconds = 1.0
     message = _out_for_delivery_message(hubs)
@@ -152,14 +174,19 @@ def test_a_provider_that_does_not_answer_in_time_is_retried(hubs, sms_only, sms_
     assert "timed out" in _row(message).reason
 
 
-def test_sms_without_a_provider_configured_fails_with_that_reason(hubs, sms_only, settings):
+def test_sms_without_a_provider_configured_fails_with_that_reason(
+    hubs, sms_only, settings
+):
     settings.SMS_API_BASE_URL = ""
     message = _out_for_delivery_message(hubs)
 
     notification_send(message_id=message.pk)
 
     row = _row(message)
-    assert (row.status, row.reason) == (S.FAILED, "SMS is not configured (SMS_API_BASE_URL)")
+    assert (row.status, row.reason) == (
+        S.FAILED,
+        "SMS is not configured (SMS_API_BASE_URL)",
+    )
 
 
 def test_a_refused_mailbox_fails_with_the_servers_reply(hubs, email_only, smtp):
@@ -192,5 +219,8 @@ def test_an_unreachable_mail_server_is_retried(hubs, email_only, smtp, settings)
     assert row.status == S.RETRYING
     assert "unreachable" in row.reason
     smtp.start()  # the server is back: the retry goes through
-    assert notification_send(message_id=message.pk, now=row.next_attempt_at).status == S.SENT
+    assert (
+        notification_send(message_id=message.pk, now=row.next_attempt_at).status
+        == S.SENT
+    )
     assert len(smtp.wait_for(1)) == 1

@@ -24,10 +24,16 @@ def at_monaco_hub(hubs, fresh_limits):
     return Shipment.objects.get(pk=shipment.pk), created.tracking_token
 
 
-def test_the_selector_gives_one_line_per_shipment_in_two_queries(at_monaco_hub, api_client, django_assert_num_queries):
+def test_the_selector_gives_one_line_per_shipment_in_two_queries(
+    at_monaco_hub, api_client, django_assert_num_queries
+):
     shipment, token = at_monaco_hub
     other = factories.shipment_make().shipment
-    api_client.post(f"/api/v1/track/{token}/instructions/", {"door_code": "12A", "note": "3rd floor"}, format="json")
+    api_client.post(
+        f"/api/v1/track/{token}/instructions/",
+        {"door_code": "12A", "note": "3rd floor"},
+        format="json",
+    )
 
     # 1: open pickup-at-hub requests, 2: instructions.
     with django_assert_num_queries(2):
@@ -41,7 +47,9 @@ def test_the_selector_gives_one_line_per_shipment_in_two_queries(at_monaco_hub, 
     reason="needs dispatch's RouteStopSerializer.get_notes to add "
     "notifications.selectors.delivery_instructions_for_shipments (change requested from h2)",
 )
-def test_instructions_left_on_the_tracking_page_show_on_the_drivers_stop(at_monaco_hub, api_client, driver, driver_client):
+def test_instructions_left_on_the_tracking_page_show_on_the_drivers_stop(
+    at_monaco_hub, api_client, driver, driver_client
+):
     shipment, token = at_monaco_hub
     monaco = shipment.destination_hub
     route_make(

@@ -38,7 +38,9 @@ def _shipment(language: str) -> Shipment:
     return Shipment.objects.get(pk=created.shipment.pk)
 
 
-@pytest.mark.parametrize(("language", "subjects"), [("en", SUBJECTS_EN), ("fr-FR", SUBJECTS_FR)])
+@pytest.mark.parametrize(
+    ("language", "subjects"), [("en", SUBJECTS_EN), ("fr-FR", SUBJECTS_FR)]
+)
 def test_journey_emails_arrive_in_order_in_the_recipients_language(
     language, subjects, hubs, daytime_rules, smtp, sms_api, fresh_limits
 ):
@@ -53,7 +55,9 @@ def test_journey_emails_arrive_in_order_in_the_recipients_language(
     for message, expected in zip(received, subjects, strict=True):
         assert shipment.reference in message["Subject"]
         assert expected in message["Subject"]
-    greeting = "Hello Camille Martin," if language == "en" else "Bonjour Camille Martin,"
+    greeting = (
+        "Hello Camille Martin," if language == "en" else "Bonjour Camille Martin,"
+    )
     assert all(m.get_content().startswith(greeting) for m in received)
     # One SMS: out for delivery (the default SMS rules are out for delivery and failure).
     assert len(sms_api.calls) == 1
@@ -79,7 +83,9 @@ def test_every_journey_email_carries_a_link_that_opens_this_shipment(
     assert answer.json()["reference"] != other.reference
 
 
-def test_sent_messages_are_logged_and_on_the_shipment_timeline(hubs, daytime_rules, smtp, sms_api, fresh_limits):
+def test_sent_messages_are_logged_and_on_the_shipment_timeline(
+    hubs, daytime_rules, smtp, sms_api, fresh_limits
+):
     shipment = _shipment("en")
 
     for mile, status in JOURNEY[:3]:
@@ -94,7 +100,9 @@ def test_sent_messages_are_logged_and_on_the_shipment_timeline(hubs, daytime_rul
     ]
     assert all(m.provider_message_id.startswith("<") and m.sent_at for m in log)
     timeline = list(
-        ShipmentEvent.objects.filter(shipment=shipment, type="notification.sent").order_by("id")
+        ShipmentEvent.objects.filter(
+            shipment=shipment, type="notification.sent"
+        ).order_by("id")
     )
     assert [e.payload["message_id"] for e in timeline] == [m.pk for m in log]
     assert timeline[0].payload["to"] == "c***@example.test"

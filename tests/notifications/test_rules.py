@@ -31,20 +31,30 @@ def planned(hubs):
     12:00-13:00 (cut-offs 12:00 and 20:00), last mile 14:00-15:00, promised 16:00."""
     shipment = factories.shipment_make().shipment
     Party.objects.filter(pk=shipment.consignee_id).update(email="camille@example.test")
-    chain_plan(shipment, day=1, first=((8, 0), (9, 0)), middle=((12, 0), (13, 0)),
-               last=((14, 0), (15, 0)), promised=(16, 0))
+    chain_plan(
+        shipment,
+        day=1,
+        first=((8, 0), (9, 0)),
+        middle=((12, 0), (13, 0)),
+        last=((14, 0), (15, 0)),
+        promised=(16, 0),
+    )
     return Shipment.objects.get(pk=shipment.pk)
 
 
 def _first_mile_eta(shipment: Shipment, hh: int, mm: int = 0):
     """The first-mile route reports the parcel at the hub at hh:mm."""
     leg = legs_of(shipment)["first"]
-    return shipment_forecast_refresh(shipment_id=shipment.pk, leg_etas={leg.pk: local_at(1, hh, mm)})
+    return shipment_forecast_refresh(
+        shipment_id=shipment.pk, leg_etas={leg.pk: local_at(1, hh, mm)}
+    )
 
 
 def _last_mile_eta(shipment: Shipment, hh: int, mm: int = 0):
     leg = legs_of(shipment)["last"]
-    return shipment_forecast_refresh(shipment_id=shipment.pk, leg_etas={leg.pk: local_at(1, hh, mm)})
+    return shipment_forecast_refresh(
+        shipment_id=shipment.pk, leg_etas={leg.pk: local_at(1, hh, mm)}
+    )
 
 
 def _of_rule(shipment: Shipment, name: str):
@@ -61,7 +71,9 @@ def _daytime(hh: int = 14) -> datetime:
     return local_at(0, hh)
 
 
-def test_a_first_mile_delay_that_puts_the_promise_at_risk_sends_one_message(planned, rules, smtp):
+def test_a_first_mile_delay_that_puts_the_promise_at_risk_sends_one_message(
+    planned, rules, smtp
+):
     # The parcel reaches the DC at 12:14: ready 12:44, after the 12:00 line-haul.
     outlook = _first_mile_eta(planned, 12, 14)
     assert outlook.is_at_risk is True
@@ -93,7 +105,9 @@ def test_recovery_and_a_flapping_risk_flag_do_not_spam(planned, rules, smtp):
     decide_pending(planned, now=now + timedelta(minutes=30))
 
     types = list(
-        ShipmentEvent.objects.filter(shipment=planned, type__in=["shipment.at_risk", "shipment.recovered"])
+        ShipmentEvent.objects.filter(
+            shipment=planned, type__in=["shipment.at_risk", "shipment.recovered"]
+        )
         .order_by("id")
         .values_list("type", flat=True)
     )
@@ -111,7 +125,9 @@ def test_a_jittery_eta_sends_at_most_one_message_per_interval(planned, rules):
     rule = rules["ETA moved (e-mail)"]  # more than 30 min, at most one per 60 min
     now = _daytime()
     # Planned 15:00, promised 16:00: these estimates move the ETA but keep the promise.
-    for minute, (hh, mm) in enumerate([(15, 40), (15, 0), (15, 45), (14, 20), (15, 35)]):
+    for minute, (hh, mm) in enumerate(
+        [(15, 40), (15, 0), (15, 45), (14, 20), (15, 35)]
+    ):
         _last_mile_eta(planned, hh, mm)
         decide_pending(planned, now=now + timedelta(minutes=minute))
 
@@ -129,7 +145,9 @@ def test_a_jittery_eta_sends_at_most_one_message_per_interval(planned, rules):
 def test_a_small_eta_move_is_not_worth_a_message(planned, rules):
     _last_mile_eta(planned, 15, 20)  # 20 min from the planned 15:00, threshold 30
 
-    assert ShipmentEvent.objects.filter(shipment=planned, type="eta.updated").count() == 1
+    assert (
+        ShipmentEvent.objects.filter(shipment=planned, type="eta.updated").count() == 1
+    )
     assert decide_pending(planned, now=_daytime()) == []
 
 
@@ -139,7 +157,9 @@ def test_quiet_hours_delay_the_message_until_they_end(planned, rules, smtp):
 
     (message,) = decide_pending(planned, now=late_evening)
 
-    eight = timezone.make_aware(datetime.combine(late_evening.date() + timedelta(days=1), time(8, 0)))
+    eight = timezone.make_aware(
+        datetime.combine(late_evening.date() + timedelta(days=1), time(8, 0))
+    )
     assert message.status == S.SCHEDULED
     assert message.send_after == eight
     assert message.reason == "quiet hours until 08:00"
@@ -155,8 +175,12 @@ def test_quiet_hours_delay_the_message_until_they_end(planned, rules, smtp):
     assert len(smtp.wait_for(1)) == 1
 
 
-def test_a_newer_message_replaces_one_still_waiting_for_quiet_hours_to_end(planned, rules):
-    NotificationRule.objects.filter(name="ETA moved (e-mail)").update(min_interval_minutes=0)
+def test_a_newer_message_replaces_one_still_waiting_for_quiet_hours_to_end(
+    planned, rules
+):
+    NotificationRule.objects.filter(name="ETA moved (e-mail)").update(
+        min_interval_minutes=0
+    )
     night = local_at(0, 23, 0)
     _last_mile_eta(planned, 15, 40)
     (first,) = decide_pending(planned, now=night)
@@ -170,7 +194,9 @@ def test_a_newer_message_replaces_one_still_waiting_for_quiet_hours_to_end(plann
 
 
 def test_an_opted_out_recipient_receives_nothing(planned, rules, smtp):
-    notification_opt_out_create(channel="email", address=" Camille@Example.test ", source="customer")
+    notification_opt_out_create(
+        channel="email", address=" Camille@Example.test ", source="customer"
+    )
     _first_mile_eta(planned, 12, 14)
 
     (message,) = decide_pending(planned, now=_daytime())

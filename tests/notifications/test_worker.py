@@ -18,7 +18,11 @@ from tests.notifications.journey import JOURNEY, link_token, step
 from tests.notifications.servers import wait_until
 from tests.notifications.worker import Worker
 
-pytestmark = [pytest.mark.worker, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.worker,
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+]
 
 
 @pytest.fixture
@@ -43,7 +47,9 @@ def _shipment(language: str = "fr") -> Shipment:
     return Shipment.objects.get(pk=shipment.pk)
 
 
-def test_a_journey_reaches_the_customer_through_the_worker(hubs, worker, smtp, sms_api, api_client):
+def test_a_journey_reaches_the_customer_through_the_worker(
+    hubs, worker, smtp, sms_api, api_client
+):
     shipment = _shipment("fr")
 
     for mile, status in JOURNEY:
@@ -66,11 +72,20 @@ def test_a_journey_reaches_the_customer_through_the_worker(hubs, worker, smtp, s
         30,
         what="7 messages logged as sent",
     )
-    assert ShipmentEvent.objects.filter(shipment=shipment, type="notification.sent").count() == 7
+    assert (
+        ShipmentEvent.objects.filter(
+            shipment=shipment, type="notification.sent"
+        ).count()
+        == 7
+    )
 
 
-def test_the_worker_retries_a_failing_sms_provider_until_it_accepts(hubs, worker, sms_api):
-    NotificationRule.objects.exclude(name="Out for delivery (SMS)").update(is_active=False)
+def test_the_worker_retries_a_failing_sms_provider_until_it_accepts(
+    hubs, worker, sms_api
+):
+    NotificationRule.objects.exclude(name="Out for delivery (SMS)").update(
+        is_active=False
+    )
     sms_api.script = [(503, {"message": "busy"}), (503, {"message": "busy"})]
     shipment = _shipment("en")
 
@@ -96,7 +111,9 @@ def test_the_sweep_decides_an_event_whose_signal_was_lost(hubs, worker, smtp):
     try:
         step(shipment, "first", "in_transit")
     finally:
-        shipment_event_committed.connect(event_committed, dispatch_uid="notifications.events")
+        shipment_event_committed.connect(
+            event_committed, dispatch_uid="notifications.events"
+        )
     assert Message.objects.filter(shipment=shipment).count() == 0
 
     notification_sweep_task.delay()

@@ -37,7 +37,12 @@ class Worker:
 
     def start(self, timeout_seconds: float = 60) -> Worker:
         command = [CELERY, "-A", "config", "worker", "--pool=solo", "-l", "info"]
-        command += ["-n", f"h5-{uuid.uuid4().hex[:8]}@%h", "--without-gossip", "--without-mingle"]
+        command += [
+            "-n",
+            f"h5-{uuid.uuid4().hex[:8]}@%h",
+            "--without-gossip",
+            "--without-mingle",
+        ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own worker, fixed arguments
                 command,
@@ -56,7 +61,9 @@ class Worker:
         return self
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return (
+            self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        )
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
