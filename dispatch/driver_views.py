@@ -67,6 +67,7 @@ from .serializers import (
     RouteSerializer,
     RouteStopSerializer,
     RouteSummarySerializer,
+    ping_item_validate,
 )
 from .services import driver_duty_set
 
@@ -427,13 +428,12 @@ class DriverPingsApi(APIView):
         positions: list[int] = []
         malformed: list[dict] = []
         for index, raw in enumerate(payload.validated_data["pings"]):
-            item = PingItemSerializer(data=raw)
-            if not item.is_valid():
+            data, errors = ping_item_validate(raw)
+            if errors:
                 malformed.append(
-                    {"index": index, "reason": "invalid", "errors": item.errors}
+                    {"index": index, "reason": "invalid", "errors": errors}
                 )
                 continue
-            data = item.validated_data
             pings.append(
                 PingInput(
                     latitude=data["latitude"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from datetime import date
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Case, Prefetch, QuerySet, Value, When
 from django.utils import timezone
 
 from routing.models import Route, RouteStop
@@ -103,15 +103,16 @@ def driver_route_current(
 ) -> Route | None:
     """Today's route for the driver: the one under way, else the first published one."""
     day = service_date or timezone.localdate()
-    routes = list(
+    under_way_first = Case(
+        When(status=Route.Status.IN_PROGRESS, then=Value(0)), default=Value(1)
+    )
+    return (
         Route.objects.filter(
             driver_id=driver_id, service_date=day, status__in=ACTIVE_ROUTE_STATUSES
-        ).order_by("planned_start", "id")
+        )
+        .order_by(under_way_first, "planned_start", "id")
+        .first()
     )
-    for route in routes:
-        if route.status == Route.Status.IN_PROGRESS:
-            return route
-    return routes[0] if routes else None
 
 
 def route_legs(route: Route) -> QuerySet[Leg]:

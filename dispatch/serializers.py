@@ -4,6 +4,7 @@ from decimal import Decimal
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import SkipField
 
 from shipments.models import Hub
 
@@ -397,6 +398,26 @@ class PingItemSerializer(serializers.Serializer):
         required=False, allow_null=True, help_text="degrees"
     )
     recorded_at = serializers.DateTimeField()
+
+
+def ping_item_validate(raw) -> tuple[dict | None, dict | None]:
+    """One ping item through PingItemSerializer's own fields: the same rules,
+    without building a serializer per item on the busiest endpoint (measured:
+    most of the view's time went to serializer construction)."""
+    if not isinstance(raw, dict):
+        return None, {"non_field_errors": ["Expected an object."]}
+    data, errors = {}, {}
+    for name, field_ in _PING_FIELDS.items():
+        try:
+            data[name] = field_.run_validation(field_.get_value(raw))
+        except SkipField:
+            continue
+        except serializers.ValidationError as exc:
+            errors[name] = exc.detail
+    return (None, errors) if errors else (data, None)
+
+
+_PING_FIELDS = PingItemSerializer().fields
 
 
 class PingBatchSerializer(serializers.Serializer):
