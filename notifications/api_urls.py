@@ -29,5 +29,8 @@ urlpatterns = [
     re_path(
         TOKEN + r"redelivery/$", apis.RedeliveryApi.as_view(), name="track-redelivery"
     ),
+    re_path(
+        TOKEN + r"opt-out/$", apis.MessagesOptOutApi.as_view(), name="track-opt-out"
+    ),
     re_path(TOKEN + r"rating/$", apis.DeliveryRatingApi.as_view(), name="track-rating"),
 ]

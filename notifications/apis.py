@@ -32,6 +32,7 @@ from .customer_actions import (
     shipment_redelivery_request,
 )
 from .rate_limits import customer_action_limited
+from .services import customer_opt_out
 
 TOO_MANY = "Too many requests from this link or address; try again in a minute."
 
@@ -259,3 +260,34 @@ class DeliveryRatingApi(CustomerActionApi):
             },
             status=201,
         )
+
+
+class MessagesOptOutApi(CustomerActionApi):
+    """Stop e-mails and/or text messages to the customer's address."""
+
+    class InputSerializer(serializers.Serializer):
+        channels = serializers.MultipleChoiceField(
+            choices=["email", "sms"], allow_empty=False
+        )
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: dict, 400: dict, 404: dict, 429: dict},
+        auth=[],
+    )
+    @idempotent
+    def post(self, request: Request, token: str) -> Response:
+        shipment = self.shipment_for(request, token)
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        opt_outs = customer_opt_out(
+            shipment_id=shipment.pk, channels=sorted(payload.validated_data["channels"])
+        )
+        stopped = sorted({o.channel for o in opt_outs})
+        names = {"email": "e-mails", "sms": "text messages"}
+        detail = (
+            "We will send you no more " + " or ".join(names[c] for c in stopped) + "."
+            if stopped
+            else "We have no address of yours on these channels; nothing to stop."
+        )
+        return Response({"detail": detail, "channels": stopped})

@@ -41,6 +41,7 @@ from .models import (
     Message,
     NotificationOptOut,
     NotificationRule,
+    RecipientRole,
     Trigger,
 )
 from .recipients import (
@@ -469,3 +470,39 @@ def notification_opt_out_create(
         status=S.SUPPRESSED, reason="the recipient opted out", updated_at=timezone.now()
     )
     return opt_out
+
+
+@transaction.atomic
+def customer_opt_out(
+    *, shipment_id: int, channels: list[str]
+) -> list[NotificationOptOut]:
+    """The customer of a shipment asks for no more messages on these channels
+    (for every shipment sent to the same address); one event."""
+    shipment = (
+        Shipment.objects.select_for_update(of=("self",))
+        .select_related(
+            "consignee",
+            "destination",
+            "original_shipment__consignee",
+            "original_shipment__destination",
+        )
+        .get(pk=shipment_id)
+    )
+    opt_outs = []
+    for channel in channels:
+        recipient = recipient_for(
+            shipment=shipment, role=RecipientRole.CONSIGNEE, channel=channel
+        )
+        if recipient.address:
+            opt_outs.append(
+                notification_opt_out_create(
+                    channel=channel, address=recipient.address, source="customer"
+                )
+            )
+    event_record(
+        shipment=shipment,
+        type="customer.opted_out",
+        source="customer",
+        payload={"channels": sorted({o.channel for o in opt_outs})},
+    )
+    return opt_outs

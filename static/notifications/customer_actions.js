@@ -145,6 +145,7 @@
     else await post("reschedule", payload);
   });
   $("ca-pickup").addEventListener("click", () => post("redelivery", { option: "hub_pickup" }));
+  $("ca-opt-out").addEventListener("click", () => post("opt-out", { channels: ["email", "sms"] }));
   $("ca-rating").addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = event.currentTarget;

@@ -27,7 +27,9 @@ def _stray_connections_closed(django_db_setup, django_db_blocker):
 @pytest.fixture
 def hubs_closed_on_sundays(hubs):
     """Both hubs deliver 06:00-22:00 Monday to Saturday: a closed day to refuse."""
-    week = {day: ["06:00", "22:00"] for day in ("mon", "tue", "wed", "thu", "fri", "sat")}
+    week = {
+        day: ["06:00", "22:00"] for day in ("mon", "tue", "wed", "thu", "fri", "sat")
+    }
     for hub in hubs:
         hub.opening_hours = week
         hub.save(update_fields=["opening_hours"])

@@ -245,3 +245,56 @@ def test_a_recipient_without_an_address_is_logged_as_not_sent(planned, rules):
         S.SUPPRESSED,
         "no e-mail address for the consignee (the customer)",
     )
+
+
+def test_a_customer_who_opts_out_on_the_tracking_page_receives_nothing_more(
+    hubs, rules, smtp, api_client, fresh_limits
+):
+    created = factories.shipment_make()
+    Party.objects.filter(pk=created.shipment.consignee_id).update(
+        email="camille@example.test", phone="+33 6 12 34 56 78"
+    )
+    chain_plan(
+        created.shipment,
+        day=1,
+        first=((8, 0), (9, 0)),
+        middle=((12, 0), (13, 0)),
+        last=((14, 0), (15, 0)),
+        promised=(16, 0),
+    )
+    shipment = Shipment.objects.get(pk=created.shipment.pk)
+
+    answer = api_client.post(
+        f"/api/v1/track/{created.tracking_token}/opt-out/",
+        {"channels": ["email", "sms"]},
+        format="json",
+    )
+    _first_mile_eta(shipment, 12, 14)
+    (message,) = decide_pending(shipment, now=_daytime())
+
+    assert answer.status_code == 200
+    assert answer.json() == {
+        "detail": "We will send you no more e-mails or text messages.",
+        "channels": ["email", "sms"],
+    }
+    assert (message.status, message.reason) == (S.SUPPRESSED, "the recipient opted out")
+    assert (
+        ShipmentEvent.objects.filter(
+            shipment=shipment, type="customer.opted_out", source="customer"
+        ).count()
+        == 1
+    )
+    assert smtp.messages == []
+
+
+def test_an_opt_out_without_channels_is_a_field_error(hubs, api_client, fresh_limits):
+    created = factories.shipment_make()
+
+    answer = api_client.post(
+        f"/api/v1/track/{created.tracking_token}/opt-out/",
+        {"channels": []},
+        format="json",
+    )
+
+    assert answer.status_code == 400
+    assert "channels" in answer.json()
