@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from django.apps import apps
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import SkipField
@@ -232,8 +233,17 @@ class RouteStopSerializer(serializers.Serializer):
         ]
 
     def get_notes(self, stop) -> str:
+        legs = self._legs(stop)
+        instructions = self.context.get("instructions")
+        if instructions is None:  # a stop on its own (no route around it)
+            instructions = customer_instructions({leg.shipment_id for leg in legs})
         notes = [stop.notes] if stop.notes else []
-        notes += [leg.shipment.notes for leg in self._legs(stop) if leg.shipment.notes]
+        notes += [leg.shipment.notes for leg in legs if leg.shipment.notes]
+        notes += [
+            instructions[leg.shipment_id]
+            for leg in legs
+            if leg.shipment_id in instructions
+        ]
         return "\n".join(dict.fromkeys(notes))  # de-duplicated, in order
 
     @extend_schema_field(StopContactSerializer(allow_null=True))
@@ -261,8 +271,32 @@ class RouteDriverSerializer(serializers.Serializer):
     name = serializers.CharField(source="__str__")
 
 
+def customer_instructions(shipment_ids: set[int]) -> dict[int, str]:
+    """What customers asked the driver (safe place, door code, collect at hub),
+    one line per shipment. Those live in ``notifications``, an app above this
+    one: read through its selector only when it is installed, and only here, at
+    the edge where the route is shaped for the phone."""
+    if not shipment_ids or not apps.is_installed("notifications"):
+        return {}
+    from notifications.selectors import delivery_instructions_for_shipments
+
+    return delivery_instructions_for_shipments(shipment_ids)
+
+
 class RouteSerializer(serializers.Serializer):
     """A route with its ordered stops: the driver app's contract (names are fixed)."""
+
+    def to_representation(self, route):
+        if "instructions" not in self.context:
+            # Once per route (two queries), not once per stop.
+            self.context["instructions"] = customer_instructions(
+                {
+                    leg.shipment_id
+                    for stop in route.stops.all()
+                    for leg in stop.legs.all()
+                }
+            )
+        return super().to_representation(route)
 
     id = serializers.IntegerField()
     date = serializers.DateField(source="service_date")
