@@ -394,15 +394,34 @@ def _failure_record(message: Message) -> None:
 # ---------------------------------------------------------------------------
 
 
+def _recent_events(*, since: datetime, until: datetime):
+    """Events recorded in [since, until], found through the primary key.
+
+    ``recorded_at`` has no index; ids grow with time, so the newest event
+    older than ``since`` (a short backward walk of the primary key) bounds the
+    range, and the window is read as an id range.
+    """
+    boundary = (
+        ShipmentEvent.objects.filter(recorded_at__lt=since)
+        .order_by("-id")
+        .values_list("id", flat=True)
+        .first()
+    )
+    events = ShipmentEvent.objects.filter(
+        recorded_at__gte=since, recorded_at__lte=until
+    )
+    return events.filter(id__gt=boundary) if boundary is not None else events
+
+
 def notification_sweep_run(*, now: datetime | None = None) -> dict[str, int]:
     """Catch up on whatever the signal or a task missed; safe to run any time."""
     now = now or timezone.now()
     missed = list(
-        ShipmentEvent.objects.filter(
-            recorded_at__gte=now - SWEEP_LOOKBACK,
-            recorded_at__lte=now,
+        _recent_events(since=now - SWEEP_LOOKBACK, until=now)
+        .filter(notification_review__isnull=True)
+        .filter(
+            ~Q(type="shipment.created") | Q(shipment__is_return=True),
             type__in=TRIGGER_EVENT_TYPES,
-            notification_review__isnull=True,
         )
         .order_by("id")
         .values_list("pk", flat=True)[:SWEEP_BATCH]
