@@ -287,15 +287,12 @@ class RouteSerializer(serializers.Serializer):
     """A route with its ordered stops: the driver app's contract (names are fixed)."""
 
     def to_representation(self, route):
-        if "instructions" not in self.context:
-            # Once per route (two queries), not once per stop.
-            self.context["instructions"] = customer_instructions(
-                {
-                    leg.shipment_id
-                    for stop in route.stops.all()
-                    for leg in stop.legs.all()
-                }
-            )
+        # Once per route (two queries), not once per stop; the stops read it
+        # from the shared context.
+        shipment_ids = {
+            leg.shipment_id for stop in route.stops.all() for leg in stop.legs.all()
+        }
+        self.context["instructions"] = customer_instructions(shipment_ids)
         return super().to_representation(route)
 
     id = serializers.IntegerField()
