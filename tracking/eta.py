@@ -256,7 +256,14 @@ def eta_route_refresh(
     leg_etas = _leg_etas(route, stops, result)
     moved = _route_eta_save(route, stops, result, source=source)
 
-    for shipment_id in sorted({leg.shipment_id for leg, _ in leg_etas.values()}):
+    # Only shipments whose leg ETA moved are propagated: a steady stream of pings
+    # on a route running to plan re-times its stops and stops there.
+    moved_shipments = {
+        leg.shipment_id
+        for leg, eta in leg_etas.values()
+        if leg.eta is None or abs(leg.eta - eta) >= ETA_RECORD_MIN_MOVE
+    }
+    for shipment_id in sorted(moved_shipments):
         shipment_leg_etas = {
             leg_id: eta for leg_id, (leg, eta) in leg_etas.items() if leg.shipment_id == shipment_id
         }

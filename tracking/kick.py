@@ -4,8 +4,12 @@
   in the embedded default it runs right there, in the web process; with Redis a
   Celery worker runs ``outbox_relay_task``. Either way, beat runs the same task
   every two seconds as the safety net, so a lost kick only delays a message.
-* In the embedded default there is no beat: the first WebSocket consumer starts
-  an asyncio loop in the ASGI server that relays and sweeps periodically.
+* An ASGI process that serves live sockets relays by itself: the first consumer
+  starts an asyncio loop there, and kicks from that process wake it instead of
+  queueing a task, so a busy worker (a long optimization) never delays the live
+  stream. The advisory lock keeps one relay pass at a time across processes.
+  In the embedded default (no beat, no worker) the loop also re-times routes
+  and runs the sweep.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import threading
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.cache import cache
 from django.db import close_old_connections, transaction
 
 logger = logging.getLogger(__name__)
@@ -48,6 +53,33 @@ def _wake_background() -> None:
         _background_loop_ref.call_soon_threadsafe(_wake.set)
 
 
+RELAY_PENDING_KEY = "tracking:relay:queued"
+# A queued task releases its slot when it starts; the timeout only frees a slot
+# whose task was lost (beat covers the relay, the sweep covers ETAs).
+QUEUE_SLOT_TIMEOUT_SECONDS = 10
+
+
+def eta_pending_key(route_id: int) -> str:
+    return f"tracking:eta:queued:{route_id}"
+
+
+def _claim_queue_slot(key: str) -> bool:
+    """At most one queued task per key: a burst of pings queues one ETA refresh,
+    a burst of commits one relay pass. True when the caller should queue."""
+    try:
+        return bool(cache.add(key, 1, timeout=QUEUE_SLOT_TIMEOUT_SECONDS))
+    except Exception:  # noqa: BLE001 - no cache: queue anyway
+        return True
+
+
+def queue_slot_release(key: str) -> None:
+    """Called by the task as it starts: anything committed after this queues anew."""
+    try:
+        cache.delete(key)
+    except Exception:  # noqa: BLE001
+        logger.warning("could not release queue slot %s", key)
+
+
 def relay_runs_inline() -> bool:
     """True when this process relays by itself (no worker to hand the work to)."""
     return bool(getattr(settings, "TRACKING_RELAY_INLINE", settings.CELERY_TASK_ALWAYS_EAGER))
@@ -57,13 +89,13 @@ def relay_kick() -> None:
     """Relay now (embedded) or ask a worker to (Redis). Never raises: the write
     that caused the kick has committed and its caller must not see an error."""
     try:
-        if relay_runs_inline() and _background_running():
-            _wake_background()
+        if _background_running():
+            _wake_background()  # this process relays, right away, off the request thread
         elif relay_runs_inline():
             from .relay import outbox_relay_run
 
             outbox_relay_run()
-        else:
+        elif _claim_queue_slot(RELAY_PENDING_KEY):
             from .tasks import outbox_relay_task
 
             outbox_relay_task.apply_async(retry=False)
@@ -95,7 +127,8 @@ def route_activity_received(sender, route_id: int, **kwargs) -> None:
     try:
         from .tasks import eta_route_refresh_task
 
-        eta_route_refresh_task.apply_async((route_id,), retry=False)
+        if _claim_queue_slot(eta_pending_key(route_id)):
+            eta_route_refresh_task.apply_async((route_id,), retry=False)
     except Exception:  # noqa: BLE001 - the sweep re-times silent routes
         logger.warning("could not queue the ETA refresh of route %s", route_id, exc_info=True)
 
@@ -161,9 +194,13 @@ async def _background_loop() -> None:
 
 
 def background_loop_ensure_started() -> None:
-    """Called from a consumer (so inside the ASGI server's event loop)."""
+    """Called from a consumer (so inside the ASGI server's event loop).
+
+    ``TRACKING_WEB_RELAY`` (default on) turns the web-process relay off where
+    only the worker should relay (the consumer tests, which steer the relay).
+    """
     global _background_task, _background_loop_ref, _wake
-    if not relay_runs_inline():
+    if not relay_runs_inline() and not getattr(settings, "TRACKING_WEB_RELAY", True):
         return
     if _background_task is not None and not _background_task.done():
         return

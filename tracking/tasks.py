@@ -21,8 +21,10 @@ def idempotent_task(task):
 @idempotent_task
 @shared_task(acks_late=True, ignore_result=True)
 def outbox_relay_task() -> int:
+    from .kick import RELAY_PENDING_KEY, queue_slot_release
     from .relay import outbox_relay_run
 
+    queue_slot_release(RELAY_PENDING_KEY)
     return outbox_relay_run().published
 
 
@@ -30,7 +32,9 @@ def outbox_relay_task() -> int:
 @shared_task(acks_late=True, ignore_result=True)
 def eta_route_refresh_task(route_id: int) -> None:
     from .eta import eta_route_refresh
+    from .kick import eta_pending_key, queue_slot_release
 
+    queue_slot_release(eta_pending_key(route_id))
     eta_route_refresh(route_id=route_id)
 
 

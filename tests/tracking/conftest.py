@@ -30,6 +30,12 @@ def _stray_connections_closed(django_db_setup, django_db_blocker):
         )
 
 
+@pytest.fixture(autouse=True)
+def _relay_steered_by_the_tests(settings):
+    """The tests run the relay themselves; no background relay in this process."""
+    settings.TRACKING_WEB_RELAY = False
+
+
 @pytest.fixture
 def ws_app():
     """The WebSocket routes without the session middleware: tests put the user
