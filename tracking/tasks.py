@@ -13,8 +13,9 @@ IDEMPOTENT_TASKS: set[str] = set()
 
 
 def idempotent_task(task):
-    """Registers a task as safe to run twice (acks_late re-delivers on a crash)."""
+    """Declares a task safe to run twice (acks_late re-delivers on a crash)."""
     IDEMPOTENT_TASKS.add(task.name)
+    task.idempotent = True
     return task
 
 
