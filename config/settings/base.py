@@ -290,6 +290,34 @@ TRACKING_LINK_EXPIRY_DAYS = env.int("TRACKING_LINK_EXPIRY_DAYS", default=14)
 OSRM_BASE_URL = env.str("OSRM_BASE_URL", default="")
 MAP_TILE_URL = env.str("MAP_TILE_URL", default="")
 
+# ---------------------------------------------------------------------------
+# Customer communication (notifications app)
+# ---------------------------------------------------------------------------
+# E-mail: SMTP when EMAIL_HOST is set; the console otherwise (the demo prints mails).
+EMAIL_HOST = env.str("EMAIL_HOST", default="")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = env.int("EMAIL_PORT", default=587)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=bool(EMAIL_HOST))
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=15)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Allmile <no-reply@allmile.local>")
+NOTIFICATIONS_FROM_EMAIL = env.str("NOTIFICATIONS_FROM_EMAIL", default="")
+NOTIFICATIONS_SENDER_NAME = env.str("NOTIFICATIONS_SENDER_NAME", default="Allmile")
+NOTIFICATIONS_RETRY_BACKOFF_SECONDS = env.int("NOTIFICATIONS_RETRY_BACKOFF_SECONDS", default=30)
+# SMS through an HTTP provider shaped like the common SMS APIs (basic auth).
+SMS_API_BASE_URL = env.str("SMS_API_BASE_URL", default="")
+SMS_ACCOUNT_ID = env.str("SMS_ACCOUNT_ID", default="")
+SMS_AUTH_TOKEN = env.str("SMS_AUTH_TOKEN", default="")
+SMS_FROM = env.str("SMS_FROM", default="")
+SMS_TIMEOUT_SECONDS = env.int("SMS_TIMEOUT_SECONDS", default=10)
+CUSTOMER_ACTIONS_PER_LINK_PER_MINUTE = env.int("CUSTOMER_ACTIONS_PER_LINK_PER_MINUTE", default=10)
+CUSTOMER_ACTIONS_PER_IP_PER_MINUTE = env.int("CUSTOMER_ACTIONS_PER_IP_PER_MINUTE", default=30)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
