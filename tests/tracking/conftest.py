@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from channels.layers import get_channel_layer
 from channels.routing import URLRouter
-from django.db import connection
+from django.db import OperationalError, connection
 
 from shipments.services import tracking_link_reissue
 from tests import factories
@@ -23,11 +23,14 @@ def _stray_connections_closed(django_db_setup, django_db_blocker):
     """Consumers run ORM calls in executor threads that keep their connections;
     close them before pytest-django drops the test database."""
     yield
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
+    try:
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+    except OperationalError:  # the test database is already gone: nothing to close
+        pass
 
 
 @pytest.fixture(autouse=True)
