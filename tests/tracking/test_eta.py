@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
 from routing.models import RouteStop
 from shipments.models import Shipment, ShipmentEvent
@@ -219,3 +220,46 @@ def test_late_line_haul_arrival_shifts_the_last_mile_and_raises_late_linehaul(hu
     exception = DeliveryException.objects.get(status="open")
     assert exception.type == ExceptionType.LATE_LINEHAUL
     assert list(exception.shipments.values_list("pk", flat=True)) == [shipment.pk]
+
+
+def test_the_sweep_flags_a_silent_driver_and_a_fresh_fix_clears_it(first_mile):
+    from routing.models import Route
+    from tracking.eta import eta_sweep_run
+
+    route, driver, dc = first_mile["route"], first_mile["driver"], first_mile["dc"]
+    Route.objects.filter(pk=route.pk).update(status=Route.Status.IN_PROGRESS, service_date=timezone.localdate())
+    position_set(driver, at=timezone.now() - timedelta(minutes=25), lat_lng=(43.70, 7.20), route=route)
+
+    result = eta_sweep_run(now=timezone.now())
+
+    assert result["silent"] == 1
+    exception = DeliveryException.objects.get(type=ExceptionType.DRIVER_SILENT)
+    assert exception.status == "open" and exception.driver_id == driver.pk
+    assert set(exception.shipments.values_list("pk", flat=True)) == {s.pk for s in first_mile["shipments"]}
+    eta_sweep_run(now=timezone.now())
+    assert DeliveryException.objects.filter(type=ExceptionType.DRIVER_SILENT).count() == 1  # not twice
+
+    position_set(driver, at=timezone.now(), lat_lng=(43.70, 7.20), route=route)
+    eta_route_refresh(route_id=route.pk, travel=fixed_travel(HALF_HOUR))
+    exception.refresh_from_db()
+    assert exception.status == "resolved" and exception.resolution == "recovered"
+
+
+def test_pace_observed_on_finished_stops_stretches_the_remaining_travel(hubs):
+    """Two stops done, each drive took twice the planned 30 min: the rest is
+    estimated at twice the travel time too."""
+    dc, _ = hubs
+    driver = factories.driver_make(dc)
+    shipments = [factories.shipment_make(origin=o).shipment for o in
+                 (factories.GRASSE, factories.NICE_CENTER, (43.66, 7.15), (43.68, 7.10))]
+    route = route_make(hub=dc, mile="first", driver=driver, planned_start=local_at(1, 8),
+                       stops=[("pickup", s.origin, [legs_of(s)["first"]]) for s in shipments])
+    s1, s2, s3, s4 = route.stops.order_by("sequence")
+    RouteStop.objects.filter(pk=s1.pk).update(status="completed", actual_arrival=local_at(1, 9), actual_departure=local_at(1, 9, 2))
+    RouteStop.objects.filter(pk=s2.pk).update(status="completed", actual_arrival=local_at(1, 10, 2), actual_departure=local_at(1, 10, 4))
+    RouteStop.objects.filter(pk=s3.pk).update(status="completed", actual_arrival=local_at(1, 11, 4), actual_departure=local_at(1, 11, 6))
+
+    result = eta_route_refresh(route_id=route.pk, now=local_at(1, 11, 6), travel=fixed_travel(HALF_HOUR))
+
+    assert result.pace_factor == 2.0
+    assert RouteStop.objects.get(pk=s4.pk).eta == local_at(1, 12, 6)
