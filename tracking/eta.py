@@ -316,33 +316,34 @@ def _hub_eta(hub_id: int, hub_stop_etas: list[tuple[int, datetime]], *, after: d
 def _route_eta_save(route: Route, stops: list[RouteStop], result: RouteEta, *, source: str) -> list[int]:
     moved: list[int] = []
     records: list[EtaRecord] = []
+    changed: list[RouteStop] = []
+    for stop in stops:
+        eta = result.etas.get(stop.pk)
+        if eta is None or stop.eta == eta:
+            continue
+        if stop.eta is None or abs(stop.eta - eta) >= ETA_RECORD_MIN_MOVE:
+            moved.append(stop.pk)
+            records.append(EtaRecord(stop=stop, eta=eta, computed_at=result.computed_at, source=source))
+        stop.eta = eta
+        changed.append(stop)
+    forecast = {
+        "computed_at": result.computed_at,
+        "origin_latitude": result.origin[0],
+        "origin_longitude": result.origin[1],
+        "last_ping_at": result.used_position.recorded_at if result.used_position else None,
+        "delay_seconds": result.delay_seconds,
+        "pace_factor": result.pace_factor,
+        "remaining_stops": len(result.etas),
+        "end_eta": result.end_eta,
+    }
     with transaction.atomic():
         write_lock_take()
-        for stop in stops:
-            eta = result.etas.get(stop.pk)
-            if eta is None or stop.eta == eta:
-                continue
-            if stop.eta is None or abs(stop.eta - eta) >= ETA_RECORD_MIN_MOVE:
-                moved.append(stop.pk)
-                records.append(
-                    EtaRecord(stop=stop, eta=eta, computed_at=result.computed_at, source=source)
-                )
-            RouteStop.objects.filter(pk=stop.pk).update(eta=eta)
-            stop.eta = eta
+        # One statement for every stop, one for the history, one for the forecast.
+        if changed:
+            RouteStop.objects.bulk_update(changed, ["eta"])
         EtaRecord.objects.bulk_create(records)
-        RouteForecast.objects.update_or_create(
-            route=route,
-            defaults={
-                "computed_at": result.computed_at,
-                "origin_latitude": result.origin[0],
-                "origin_longitude": result.origin[1],
-                "last_ping_at": result.used_position.recorded_at if result.used_position else None,
-                "delay_seconds": result.delay_seconds,
-                "pace_factor": result.pace_factor,
-                "remaining_stops": len(result.etas),
-                "end_eta": result.end_eta,
-            },
-        )
+        if not RouteForecast.objects.filter(route=route).update(**forecast):
+            RouteForecast.objects.create(route=route, **forecast)
         if moved:
             groups = [DASHBOARD_GROUP] + ([driver_group(route.driver_id)] if route.driver_id else [])
             outbox_enqueue(
