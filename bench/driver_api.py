@@ -11,6 +11,8 @@
       goal     open loop: --drivers simulated drivers, each uploading its
                --fixes-per-upload fixes every --upload-interval seconds, for
                --goal-seconds (the target: 30,000 drivers, 3 fixes / 30 s, 300 s)
+      minimal  closed loop: a reference DRF view (token auth, validate the batch,
+               bulk insert) on the same server: what any endpoint costs here
       batched  closed loop, --connections at once: batches of 3 pings, flat out
       single   closed loop: one ping per request, flat out
       events   closed loop: event drivers work through their routes (arrived,
@@ -49,6 +51,85 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# ---------------------------------------------------------------------------
+# The reference: a minimal DRF view (token auth, validate a ping batch,
+# bulk-insert it), served by the same server as the real endpoint so the two
+# are compared on the same machine in the same run. This module doubles as the
+# server's settings and URLconf (ALLMILE_BENCH_ROLE=settings): the project
+# stays free of bench-only routes.
+# ---------------------------------------------------------------------------
+
+if os.environ.get("ALLMILE_BENCH_ROLE") == "settings":
+    from config.settings.base import *  # noqa: F403
+
+    ROOT_URLCONF = "bench.driver_api"
+
+
+def _minimal_view():
+    from rest_framework import serializers as s
+    from rest_framework.permissions import IsAuthenticated
+    from rest_framework.response import Response
+    from rest_framework.views import APIView
+
+    from dispatch.models import LocationPing
+
+    class Ping(s.Serializer):
+        latitude = s.FloatField(min_value=-90, max_value=90)
+        longitude = s.FloatField(min_value=-180, max_value=180)
+        accuracy = s.FloatField(min_value=0)
+        speed = s.FloatField(required=False, allow_null=True)
+        heading = s.FloatField(required=False, allow_null=True)
+        recorded_at = s.DateTimeField()
+
+    class Batch(s.Serializer):
+        device_id = s.CharField(max_length=100)
+        pings = Ping(many=True, max_length=500)
+
+    class MinimalPingsApi(APIView):
+        permission_classes = [IsAuthenticated]
+
+        def post(self, request):
+            batch = Batch(data=request.data)
+            batch.is_valid(raise_exception=True)
+            from django.utils import timezone as dj_timezone
+
+            now = dj_timezone.now()
+            driver_id = request.user.driver.pk
+            rows = [
+                LocationPing(
+                    driver_id=driver_id,
+                    device_id=batch.validated_data["device_id"],
+                    latitude=p["latitude"],
+                    longitude=p["longitude"],
+                    accuracy_meters=p["accuracy"],
+                    speed_mps=p.get("speed"),
+                    heading_degrees=p.get("heading"),
+                    recorded_at=p["recorded_at"],
+                    received_at=now,
+                )
+                for p in batch.validated_data["pings"]
+            ]
+            LocationPing.objects.bulk_create(rows, ignore_conflicts=True)
+            n = len(rows)
+            return Response({"accepted": n, "duplicates": 0, "rejected": []})
+
+    return MinimalPingsApi.as_view()
+
+
+def __getattr__(name: str):
+    # URLconf role: read lazily, once the apps are loaded.
+    if name == "urlpatterns" and os.environ.get("ALLMILE_BENCH_ROLE") == "settings":
+        from django.urls import path
+
+        from config.urls import urlpatterns as project
+
+        patterns = [path("bench/minimal-pings/", _minimal_view()), *project]
+        globals()["urlpatterns"] = patterns
+        return patterns
+    raise AttributeError(name)
+
+
 PYTHON = sys.executable
 HUB = (43.7311, 7.4167)  # Monaco, Fontvieille
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/allmile_bench_driver_api"
@@ -64,7 +145,8 @@ def server_env(args) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
-            "DJANGO_SETTINGS_MODULE": "config.settings.base",
+            "DJANGO_SETTINGS_MODULE": "bench.driver_api",
+            "ALLMILE_BENCH_ROLE": "settings",
             "DATABASE_URL": args.database_url,
             "REDIS_URL": args.redis_url,
             "SECRET_KEY": args.secret_key,
@@ -617,7 +699,13 @@ async def goal_phase(args, seeded: Seeded, server: Server) -> PhaseResult:
 
 
 async def closed_phase(
-    args, seeded: Seeded, server: Server, *, per_request: int, name: str
+    args,
+    seeded: Seeded,
+    server: Server,
+    *,
+    per_request: int,
+    name: str,
+    path: str = "/api/v1/driver/pings/",
 ) -> PhaseResult:
     phase = PhaseResult(name, 0)
     started = time.perf_counter()
@@ -642,7 +730,7 @@ async def closed_phase(
                 connection,
                 phase,
                 "POST",
-                "/api/v1/driver/pings/",
+                path,
                 _headers(seeded.tokens[driver]),
                 body,
                 due,
@@ -851,7 +939,7 @@ def main() -> int:
         "--database-url", default=DEFAULT_DB, help="dropped and re-created"
     )
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
-    parser.add_argument("--phases", default="raw,goal,batched,single,events")
+    parser.add_argument("--phases", default="raw,goal,minimal,batched,single,events")
     parser.add_argument("--json", dest="json_out", help="write the results here")
     args = parser.parse_args()
     args.secret_key = secrets.token_urlsafe(64)
@@ -914,6 +1002,21 @@ def main() -> int:
             phase.notes.update({"stored": stored, "stored_distinct": distinct})
             results.append(phase)
             print("batched done", flush=True)
+        if "minimal" in phases:
+            phase = asyncio.run(
+                closed_phase(
+                    args,
+                    seeded,
+                    server,
+                    per_request=3,
+                    name="minimal (reference DRF view, 3 pings/request)",
+                    path="/bench/minimal-pings/",
+                )
+            )
+            stored, distinct = count_pings(args, "minimal-")
+            phase.notes.update({"stored": stored, "stored_distinct": distinct})
+            results.append(phase)
+            print("minimal done", flush=True)
         if "single" in phases:
             phase = asyncio.run(
                 closed_phase(
@@ -937,7 +1040,7 @@ def main() -> int:
     summaries = [r.summary() for r in results]
     raw = next((s for s in summaries if s["phase"].startswith("raw")), None)
     for s in summaries:
-        is_pings = s["phase"].split()[0] in ("goal", "batched", "single")
+        is_pings = s["phase"].split()[0] in ("goal", "minimal", "batched", "single")
         if is_pings and raw and raw["items_per_second"]:
             s["pings_vs_raw"] = round(
                 s["items_per_second"] / raw["items_per_second"], 3
