@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Driver, Vehicle
+from .models import DispatchConflict, Driver, LineHaulTrip, ProofOfDelivery, Vehicle
 
 
 @admin.register(Vehicle)
@@ -31,3 +31,56 @@ class DriverAdmin(admin.ModelAdmin):
     ]
     list_filter = ["duty_status", "home_hub", "is_active"]
     search_fields = ["user__username", "user__first_name", "user__last_name", "phone"]
+
+
+@admin.register(DispatchConflict)
+class DispatchConflictAdmin(admin.ModelAdmin):
+    list_display = ["id", "kind", "route", "stop", "created_at", "resolved_at"]
+    list_filter = ["kind"]
+    readonly_fields = ["route", "stop", "kind", "detail", "payload", "created_at"]
+
+
+@admin.register(LineHaulTrip)
+class LineHaulTripAdmin(admin.ModelAdmin):
+    list_display = [
+        "id",
+        "origin_hub",
+        "destination_hub",
+        "departs_at",
+        "arrives_at",
+        "route",
+    ]
+    list_filter = ["origin_hub", "destination_hub"]
+    date_hierarchy = "departs_at"
+
+
+@admin.register(ProofOfDelivery)
+class ProofOfDeliveryAdmin(admin.ModelAdmin):
+    """Read-only: evidence is never edited. Images are served by the API's
+    authorised view, not linked from here."""
+
+    list_display = [
+        "id",
+        "stop",
+        "driver",
+        "recipient_name",
+        "captured_at",
+        "created_at",
+    ]
+    readonly_fields = [
+        "stop",
+        "driver",
+        "recipient_name",
+        "note",
+        "latitude",
+        "longitude",
+        "captured_at",
+        "created_at",
+    ]
+    exclude = ["photo", "signature"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

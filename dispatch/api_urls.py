@@ -55,6 +55,11 @@ urlpatterns = [
         views.DispatchConflictListApi.as_view(),
         name="dispatch-conflicts",
     ),
+    path(
+        "dispatch/conflicts/<int:conflict_id>/resolve/",
+        views.DispatchConflictResolveApi.as_view(),
+        name="dispatch-conflict-resolve",
+    ),
     # Dispatchers: line-haul trips
     path("trips/", views.TripListApi.as_view(), name="trip-list"),
     path("trips/plan/", views.TripsPlanApi.as_view(), name="trips-plan"),

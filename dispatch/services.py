@@ -26,7 +26,13 @@ from shipments.roles import DRIVER_GROUP
 from shipments.services import leg_transition
 from shipments.states import InvalidTransition, LegStatus, Mile
 
-from .models import Driver, DutyStatusChange, StopReassignment, Vehicle
+from .models import (
+    DispatchConflict,
+    Driver,
+    DutyStatusChange,
+    StopReassignment,
+    Vehicle,
+)
 from .route_log import route_event_record
 
 
@@ -568,3 +574,22 @@ def driver_duty_set(
         },
     )
     return driver
+
+
+@transaction.atomic
+def dispatch_conflict_resolve(*, conflict_id: int, actor=None) -> DispatchConflict:
+    conflict = DispatchConflict.objects.select_for_update().get(pk=conflict_id)
+    if conflict.resolved_at is not None:
+        return conflict  # resolving twice changes nothing
+    conflict.resolved_at = timezone.now()
+    conflict.save(update_fields=["resolved_at"])
+    if conflict.route_id is not None:
+        route = Route.objects.get(pk=conflict.route_id)
+        route_event_record(
+            route=route,
+            type="conflict.resolved",
+            source="dashboard",
+            actor=actor,
+            payload={"conflict_id": conflict.pk, "kind": conflict.kind},
+        )
+    return conflict

@@ -51,6 +51,7 @@ from .serializers import (
     VehicleSerializer,
 )
 from .services import (
+    dispatch_conflict_resolve,
     driver_create,
     route_assign,
     route_publish,
@@ -361,3 +362,20 @@ class SameDayInsertionApi(APIView):
         get_object_or_404(Shipment, pk=payload.validated_data["shipment_id"])
         result = shipment_insert_same_day(actor=request.user, **payload.validated_data)
         return Response(InsertionResultSerializer(result).data, status=201)
+
+
+class DispatchConflictResolveApi(APIView):
+    """Mark a conflict as seen and dealt with (idempotent)."""
+
+    @extend_schema(
+        request=None,
+        responses=DispatchConflictSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @idempotent
+    def post(self, request, conflict_id: int):
+        get_object_or_404(DispatchConflict, pk=conflict_id)
+        conflict = dispatch_conflict_resolve(
+            conflict_id=conflict_id, actor=request.user
+        )
+        return Response(DispatchConflictSerializer(conflict).data)

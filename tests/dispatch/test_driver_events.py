@@ -487,3 +487,34 @@ def test_an_item_repeated_inside_one_batch_is_answered_as_a_duplicate(
     assert response.status_code == 200
     assert [r["status"] for r in response.json()["results"]] == ["applied", "duplicate"]
     assert DriverEventReceipt.objects.count() == 1
+
+
+def test_the_dispatcher_sees_and_resolves_the_conflict(
+    hubs, driver_client, dispatcher_client, last_mile_route
+):
+    s2 = _stops(last_mile_route)[1]
+    other = builders.route_make(hub=hubs[1], stops=[])
+    stop_reassign(stop_id=s2.pk, route_id=other.pk)
+    builders.post_events(driver_client, [builders.event("delivered", 1, stop_id=s2.pk)])
+
+    listed = dispatcher_client.get(
+        "/api/v1/dispatch/conflicts/", {"open": "true"}
+    ).json()
+    (conflict,) = listed["results"]
+    assert conflict["kind"] == "delivered_after_reassignment"
+    resolved = dispatcher_client.post(
+        f"/api/v1/dispatch/conflicts/{conflict['id']}/resolve/"
+    )
+    again = dispatcher_client.post(
+        f"/api/v1/dispatch/conflicts/{conflict['id']}/resolve/"
+    )
+
+    assert resolved.status_code == again.status_code == 200
+    assert resolved.json()["resolved_at"] == again.json()["resolved_at"]
+    assert (
+        dispatcher_client.get("/api/v1/dispatch/conflicts/", {"open": "true"}).json()[
+            "results"
+        ]
+        == []
+    )
+    assert driver_client.get("/api/v1/dispatch/conflicts/").status_code == 403
