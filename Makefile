@@ -39,5 +39,11 @@ OSRM_PORT ?= 5000
 osrm:
 	$(PYTHON) -m tools.osrm serve --port $(OSRM_PORT)
 
+bench-driver-api: install
+	$(PY) bench/driver_api.py --json bench/results/driver-api.json
+
+bench-live: install
+	$(PY) bench/live.py --json bench/results/live.json
+
 clean:
 	rm -rf .local $(VENV)

@@ -170,8 +170,9 @@ def demo_seed(*, seed: int = 7, password: str, shipments: int = 300) -> SeedSumm
                 last_name=rng.choice(network.LAST_NAMES),
                 phone=f"+33 7 00 00 00 {driver_count:02d}",
                 default_vehicle=vehicle,
-                shift_start=time(6, 30) if kind == "truck" else time(7, 30),
-                shift_end=time(18, 30),
+                # long enough for first-mile rounds leaving ~07:00 and evening windows to 21:00
+                shift_start=time(6, 0) if kind == "truck" else time(6, 30),
+                shift_end=time(21, 30),
             )
 
     tracking_urls = []

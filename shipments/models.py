@@ -104,6 +104,10 @@ class Party(models.Model):
         return self.name
 
 
+# What a vehicle must offer to carry a shipment (matched against Vehicle.skills).
+SHIPMENT_SKILLS = ["refrigerated", "frozen", "tail_lift", "hazmat", "bulky", "high_value"]
+
+
 class ServiceLevel(models.TextChoices):
     SAME_DAY = "same_day", "Same day"
     NEXT_DAY = "next_day", "Next day"
@@ -137,6 +141,7 @@ class Shipment(models.Model):
     delivery_window_end = models.DateTimeField(null=True, blank=True)
     promised_by = models.DateTimeField(null=True, blank=True)
     notes = models.TextField(blank=True, max_length=2000)
+    required_skills = models.JSONField(default=list, blank=True)
     is_return = models.BooleanField(default=False)
     original_shipment = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="returns"

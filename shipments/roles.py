@@ -34,7 +34,8 @@ def user_is_driver(user) -> bool:
 def _in_group(user, name: str) -> bool:
     cache = getattr(user, "_allmile_groups", None)
     if cache is None:
-        cache = set(user.groups.values_list("name", flat=True))
+        # .all() uses a prefetch of user__groups when authentication made one
+        cache = {group.name for group in user.groups.all()}
         user._allmile_groups = cache
     return name in cache
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from .models import Hub, Leg, Location, Parcel, Party, Shipment, ShipmentEvent
+from .models import SHIPMENT_SKILLS, Hub, Leg, Location, Parcel, Party, Shipment, ShipmentEvent
 from .services import ParcelInput
 from .states import Mile
 from .tracking_tokens import tracking_url
@@ -181,6 +181,7 @@ class ShipmentSerializer(serializers.ModelSerializer):
             "delivery_window_end",
             "promised_by",
             "notes",
+            "required_skills",
             "is_return",
             "original_shipment",
             "parcel_count",
@@ -234,6 +235,9 @@ class ShipmentInputSerializer(serializers.Serializer):
         max_length=2000, required=False, allow_blank=True, default=""
     )
     is_return = serializers.BooleanField(default=False)
+    required_skills = serializers.ListField(
+        child=serializers.ChoiceField(choices=SHIPMENT_SKILLS), required=False, max_length=6
+    )
     parcels = ParcelSerializer(
         many=True, allow_empty=False, max_length=MAX_PARCELS_PER_SHIPMENT
     )

@@ -278,3 +278,19 @@ def test_cancel_writes_one_event_and_cancels_open_legs(hubs, dispatcher_client):
     )
     assert again.status_code == 200
     assert shipment.events.filter(type="shipment.cancelled").count() == 1
+
+
+def test_required_skills_are_kept_and_validated(hubs, dispatcher_client, shipper):
+    good = dispatcher_client.post(
+        "/api/v1/shipments/", valid_body(shipper, required_skills=["refrigerated"]), format="json"
+    )
+    bad = dispatcher_client.post(
+        "/api/v1/shipments/",
+        valid_body(shipper, reference="SK-2", parcels=[{"weight_kg": "1"}], required_skills=["teleport"]),
+        format="json",
+    )
+
+    assert good.status_code == 201
+    assert good.json()["required_skills"] == ["refrigerated"]
+    assert bad.status_code == 400
+    assert "required_skills" in bad.json()
