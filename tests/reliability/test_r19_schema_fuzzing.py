@@ -1,0 +1,153 @@
+"""R19: schema-driven fuzzing with schemathesis against a real server.
+
+The project's own schema (``/api/schema/``, drf-spectacular) drives
+``st run`` against gunicorn on the test database, once as a driver (the
+driver's operations) and once as a dispatcher (everything else), with every
+check on, all four phases, a fixed seed and a time budget per run. The test
+database holds a published route, a proof of delivery and shipments, so
+generated ids sometimes hit real objects.
+
+CI size: 60 s per role. Full bar (RELIABILITY_SCALE=5): 300 s per role, as in
+RELIABILITY.md. The JSON and JUnit reports land in
+``test-artifacts/reliability/schemathesis/<role>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from dispatch.pod import PodInput, pod_create
+from reliability.harness.results import RESULTS_DIR
+from reliability.harness.sizing import scale, seed
+from tests import factories
+from tests.reliability import builders
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+MAX_TIME_SECONDS = int(min(300, 60 * scale()))
+ST = str(Path(sys.executable).with_name("st"))
+ROLES = {
+    # The driver's own surface; the dispatcher run covers the rest.
+    "driver": ["--include-path-regex", r"^/api/v1/(driver|pods)/"],
+    "dispatcher": ["--exclude-path-regex", r"^/api/v1/(driver|auth)/"],
+}
+
+
+@pytest.fixture
+def principals(hubs):
+    monaco = hubs[1]
+    driver = factories.driver_make(monaco)
+    route = builders.published_route(hub=monaco, driver=driver, stops=2)
+    stop = builders.delivery_stops(route)[0]
+    pod_create(
+        stop_id=stop.pk, driver_id=driver.pk, data=PodInput(recipient_name="C. M.")
+    )
+    return {"driver": driver.user, "dispatcher": factories.dispatcher_make()}
+
+
+def _run(server_url: str, role: str, user) -> dict:
+    report_dir = RESULTS_DIR / "schemathesis" / role
+    shutil.rmtree(report_dir, ignore_errors=True)  # one run's reports only
+    report_dir.mkdir(parents=True)
+    command = [
+        ST,
+        "run",
+        f"{server_url}/api/schema/?format=json",
+        "--url",
+        server_url,
+        "-H",
+        f"Authorization: Token {user.auth_token.key}",
+        "--checks",
+        "all",
+        "--phases",
+        "examples,coverage,fuzzing,stateful",
+        "--max-time",
+        str(MAX_TIME_SECONDS),
+        "--seed",
+        str(seed()),
+        "--workers",
+        "2",
+        "--request-timeout",
+        "20",
+        "--report",
+        "json,junit",
+        "--report-dir",
+        str(report_dir),
+        *ROLES[role],
+    ]
+    started = time.monotonic()
+    completed = subprocess.run(  # bounded by --max-time plus a margin
+        command,
+        capture_output=True,
+        text=True,
+        timeout=MAX_TIME_SECONDS + 120,
+        check=False,
+    )
+    (report_dir / "output.txt").write_text(completed.stdout + completed.stderr)
+    return {
+        "exit_code": completed.returncode,
+        "seconds": time.monotonic() - started,
+        "output": completed.stdout,
+        "report_dir": report_dir,
+    }
+
+
+def _reproductions(report_dir: Path) -> dict[str, str]:
+    """The first reproducing request (curl, auth filtered) per failure code."""
+    found: dict[str, str] = {}
+    for junit in report_dir.glob("junit-*.xml"):
+        for case in ElementTree.parse(junit).getroot().iter("testcase"):
+            for failure in case.iter("failure"):
+                text = failure.text or ""
+                for code in re.findall(r"- (ST\d{3}) ", text):
+                    if code in found:
+                        continue
+                    curls = re.findall(r"^\s+(curl .+)$", text, flags=re.MULTILINE)
+                    found[code] = (
+                        f"{case.get('name')}: {curls[-1][:600] if curls else '?'}"
+                    )
+    return found
+
+
+@pytest.mark.parametrize("role", list(ROLES))
+def test_r19_schemathesis_finds_no_failure(live_server_url, principals, role, figure):
+    run = _run(live_server_url.url, role, principals[role])
+    reports = sorted(run["report_dir"].glob("json-*.json"))
+    assert reports, run["output"][-2000:]
+    report = json.loads(reports[-1].read_text())
+    by_code = {
+        f"{f['code']} {f['title']}": {
+            "count": f["count"],
+            "operations": f["operations"],
+        }
+        for f in report["failures"]
+    }
+    unique = report["test_cases"]["unique_failures"]
+    errors = len(report["errors"])
+    figure(
+        "R19",
+        f"schemathesis failures as {role}",
+        f"{unique} unique failures, {errors} errors "
+        f"({report['test_cases']['generated']} cases, "
+        f"{report['operations']['tested']} operations, {run['seconds']:.0f} s)",
+        "0",
+        unique == 0 and errors == 0,
+        details={
+            "version": report["schemathesis_version"],
+            "by_check": by_code,
+            "reproduce": _reproductions(run["report_dir"]),
+            "phases": {k: v["status"] for k, v in report["phases"].items()},
+        },
+    )
+    assert report["operations"]["tested"] > 0
+    assert errors == 0, report["errors"][:3]
+    assert unique == 0, json.dumps(by_code, indent=1)
