@@ -143,8 +143,13 @@ def route_etag(route: Route) -> str:
     legs = list(
         Leg.objects.filter(route_stops__route=route)
         .order_by("id")
-        .values_list("id", "status")
+        .values_list("id", "status", "shipment_id")
     )
+    # Customer instructions (door code, safe place) are part of the payload too:
+    # a phone polling with If-None-Match must see new ones.
+    from .serializers import customer_instructions
+
+    instructions = sorted(customer_instructions({leg[2] for leg in legs}).items())
     state = (
         route.pk,
         route.version,
@@ -154,6 +159,7 @@ def route_etag(route: Route) -> str:
         route.vehicle_id,
         stops,
         legs,
+        instructions,
     )
     return '"' + hashlib.sha256(repr(state).encode()).hexdigest()[:32] + '"'
 

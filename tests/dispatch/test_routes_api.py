@@ -318,9 +318,10 @@ def test_the_driver_route_answers_304_until_something_changes(
 def test_the_driver_route_is_a_fixed_number_of_queries(
     driver_client, last_mile_route, django_assert_max_num_queries
 ):
-    # auth token, user groups, driver, current route, ETag (stops, legs), then the
-    # route, its stops, their legs (with shipment), parcels: no query per stop.
-    with django_assert_max_num_queries(12):
+    # auth (token with user and driver, groups), current route, ETag (stops, legs,
+    # customer instructions), then the route, its stops, their legs (with
+    # shipment), parcels, instructions: no query per stop.
+    with django_assert_max_num_queries(13):
         response = driver_client.get("/api/v1/driver/route/")
     assert len(response.json()["stops"]) == 3
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from notifications.selectors import delivery_instructions_for_shipments
@@ -45,18 +42,8 @@ def test_the_selector_gives_one_line_per_shipment_in_two_queries(
     assert lines == {shipment.pk: "Door code: 12A · Note: 3rd floor"}
 
 
-DISPATCH_READS_INSTRUCTIONS = (
-    "delivery_instructions_for_shipments"
-    in (Path(settings.BASE_DIR) / "dispatch" / "serializers.py").read_text()
-)
 
 
-@pytest.mark.xfail(
-    condition=not DISPATCH_READS_INSTRUCTIONS,
-    strict=True,
-    reason="dispatch's RouteStopSerializer does not read "
-    "notifications.selectors.delivery_instructions_for_shipments yet (requested from h2)",
-)
 def test_instructions_left_on_the_tracking_page_show_on_the_drivers_stop(
     at_monaco_hub, api_client, driver, driver_client
 ):
@@ -84,11 +71,6 @@ def test_instructions_left_on_the_tracking_page_show_on_the_drivers_stop(
     assert "Door code: 4721B" in stop["notes"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dispatch.selectors.route_etag does not cover customer instructions yet "
-    "(requested from h2): a phone polling with If-None-Match gets 304 and misses them",
-)
 def test_new_instructions_change_the_route_etag(
     at_monaco_hub, api_client, driver, driver_client
 ):
