@@ -140,6 +140,10 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
                 return
         await self._send_numbered(client_message(event))
 
+    async def live_batch(self, event: dict) -> None:
+        for message in event.get("messages") or []:
+            await self.live_message(message)
+
     async def optimization_progress(self, event: dict) -> None:
         body = {k: v for k, v in event.items() if k != "type"}
         await self.send_json({"type": "optimization.progress", **body})
@@ -242,10 +246,19 @@ class TrackConsumer(AsyncJsonWebsocketConsumer):
             if position is not None:
                 await self.send_json({"type": "position", "position": position})
 
+    async def live_batch(self, event: dict) -> None:
+        messages = event.get("messages") or []
+        if any(m.get("shipment_id") == self.shipment_id for m in messages):
+            await self._send_view(after_seq=self.last_seq, reason="update")  # one view per batch
+            return
+        positions = [m for m in messages if self.driver_group_name and _is_position(m)]
+        if positions:
+            await self.live_message(positions[-1])
+
     async def dispatch(self, message: dict) -> None:
         # Anything but our own handlers is dropped: this socket is public.
         handler_name = message.get("type", "").replace(".", "_")
-        if message.get("type", "").startswith("websocket.") or handler_name == "live_message":
+        if message.get("type", "").startswith("websocket.") or handler_name in ("live_message", "live_batch"):
             await super().dispatch(message)
 
 

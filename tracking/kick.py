@@ -63,11 +63,16 @@ def eta_pending_key(route_id: int) -> str:
     return f"tracking:eta:queued:{route_id}"
 
 
-def _claim_queue_slot(key: str) -> bool:
+# A route is re-timed at most this often: pings come every few seconds and
+# ETAs move in minutes; the sweep catches a route whose last ping was skipped.
+ETA_MIN_INTERVAL_SECONDS = 5
+
+
+def _claim_queue_slot(key: str, timeout: int = QUEUE_SLOT_TIMEOUT_SECONDS) -> bool:
     """At most one queued task per key: a burst of pings queues one ETA refresh,
     a burst of commits one relay pass. True when the caller should queue."""
     try:
-        return bool(cache.add(key, 1, timeout=QUEUE_SLOT_TIMEOUT_SECONDS))
+        return bool(cache.add(key, 1, timeout=timeout))
     except Exception:  # noqa: BLE001 - no cache: queue anyway
         return True
 
@@ -127,7 +132,7 @@ def route_activity_received(sender, route_id: int, **kwargs) -> None:
     try:
         from .tasks import eta_route_refresh_task
 
-        if _claim_queue_slot(eta_pending_key(route_id)):
+        if _claim_queue_slot(eta_pending_key(route_id), timeout=ETA_MIN_INTERVAL_SECONDS):
             eta_route_refresh_task.apply_async((route_id,), retry=False)
     except Exception:  # noqa: BLE001 - the sweep re-times silent routes
         logger.warning("could not queue the ETA refresh of route %s", route_id, exc_info=True)

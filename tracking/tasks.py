@@ -32,10 +32,10 @@ def outbox_relay_task() -> int:
 @idempotent_task
 @shared_task(acks_late=True, ignore_result=True)
 def eta_route_refresh_task(route_id: int) -> None:
+    # The route's queue slot is left to expire: at most one refresh per route
+    # every few seconds however often its driver pings (tracking.kick).
     from .eta import eta_route_refresh
-    from .kick import eta_pending_key, queue_slot_release
 
-    queue_slot_release(eta_pending_key(route_id))
     eta_route_refresh(route_id=route_id)
 
 

@@ -42,9 +42,10 @@ def test_a_committed_event_is_relayed_by_the_worker(worker, hubs):
 
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            message = await asyncio.wait_for(layer.receive(channel), timeout=10)
-            if message["payload"].get("event_type") == "tracking_link.reissued":
-                return message
+            batch = await asyncio.wait_for(layer.receive(channel), timeout=10)
+            for message in batch["messages"]:
+                if message["payload"].get("event_type") == "tracking_link.reissued":
+                    return message
         return None
 
     message = async_to_sync(wait_for_it)()
