@@ -286,9 +286,11 @@ async def driver_loop(base_url: str, driver: dict, args, sent: dict, stop: async
             recorded_at = _iso_now()
             ping = {"latitude": round(position[0], 6), "longitude": round(position[1], 6), "accuracy": 8.0,
                     "recorded_at": recorded_at}
-            sent[("ping", driver["id"], _instant(recorded_at))] = time.perf_counter()
+            posted = time.perf_counter()
+            sent[("ping", driver["id"], _instant(recorded_at))] = posted
             response = await client.post("/api/v1/driver/pings/", json={"device_id": "bench", "pings": [ping]},
                                          headers={"Idempotency-Key": str(uuid.uuid4())})
+            counters.setdefault("post_ms", []).append((time.perf_counter() - posted) * 1000)
             counters["ping_posts"] += 1
             counters["http_errors"] += response.status_code >= 500
             if time.perf_counter() >= next_event and (phase == "start" or stops):
@@ -321,6 +323,15 @@ def _iso_now() -> str:
     from django.utils import timezone
 
     return timezone.now().isoformat()
+
+
+def outbox_lag_ms(since) -> list[float]:
+    """Commit → publish, from the outbox rows themselves (the relay's share)."""
+    from shipments.models import OutboxMessage
+
+    rows = OutboxMessage.objects.filter(created_at__gte=since, published_at__isnull=False)
+    return [(published - created).total_seconds() * 1000 for created, published in
+            rows.values_list("created_at", "published_at")]
 
 
 async def live_run(base_url: str, seeded: dict, args) -> dict:
@@ -388,7 +399,11 @@ def main() -> None:
         while time.monotonic() < deadline and not app.control.ping(timeout=0.5):
             time.sleep(0.3)
         print(f"load: {args.clients} dashboard clients, {args.drivers} drivers, {args.duration:.0f} s …", flush=True)
+        from django.utils import timezone
+
+        load_started = timezone.now()
         live = asyncio.run(live_run(base_url, seeded, args))
+        lag = outbox_lag_ms(load_started)
     finally:
         for process in processes:
             process.terminate()
@@ -399,6 +414,7 @@ def main() -> None:
                 process.kill()
 
     pings, events = live["latencies"]["ping"], live["latencies"]["event"]
+    post_ms = live["counters"].pop("post_ms", [])
     report = {
         "id": "bench-live",
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
@@ -408,6 +424,8 @@ def main() -> None:
             "ping": {"n": len(pings), "p50": percentile(pings, 50), "p99": percentile(pings, 99)},
             "stop_event": {"n": len(events), "p50": percentile(events, 50), "p99": percentile(events, 99)},
         },
+        "outbox_commit_to_publish_ms": {"n": len(lag), "p50": percentile(lag, 50), "p99": percentile(lag, 99)},
+        "ping_post_response_ms": {"n": len(post_ms), "p50": percentile(post_ms, 50), "p99": percentile(post_ms, 99)},
         "baseline_channel_layer_round_trip_ms": {"n": len(rtt), "p50": percentile(rtt, 50),
                                                  "p99": percentile(rtt, 99)},
         "eta_engine": eta,
@@ -418,6 +436,8 @@ def main() -> None:
     for label, row in (
         ("driver ping POST → dashboard message (ms)", report["post_to_dashboard_ms"]["ping"]),
         ("driver stop event POST → dashboard message (ms)", report["post_to_dashboard_ms"]["stop_event"]),
+        ("  of which: ping POST answered (ms)", report["ping_post_response_ms"]),
+        ("  of which: outbox commit → published (ms)", report["outbox_commit_to_publish_ms"]),
         ("baseline: bare channel-layer round trip (ms)", report["baseline_channel_layer_round_trip_ms"]),
     ):
         p50 = f"{row['p50']:.1f}" if row["p50"] is not None else "–"
