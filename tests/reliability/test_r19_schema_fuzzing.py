@@ -44,18 +44,31 @@ ROLES = {
 
 @pytest.fixture
 def principals(hubs):
+    """Two drivers with a published route and a proof each, and a dispatcher."""
     monaco = hubs[1]
-    driver = factories.driver_make(monaco)
-    route = builders.published_route(hub=monaco, driver=driver, stops=2)
-    stop = builders.delivery_stops(route)[0]
-    pod_create(
-        stop_id=stop.pk, driver_id=driver.pk, data=PodInput(recipient_name="C. M.")
-    )
-    return {"driver": driver.user, "dispatcher": factories.dispatcher_make()}
+    found = {"dispatcher": factories.dispatcher_make()}
+    for name in ("driver", "driver_b"):
+        driver = factories.driver_make(monaco)
+        route = builders.published_route(hub=monaco, driver=driver, stops=2)
+        stop = builders.delivery_stops(route)[0]
+        pod_create(
+            stop_id=stop.pk, driver_id=driver.pk, data=PodInput(recipient_name="C. M.")
+        )
+        found[name] = driver.user
+    return found
 
 
-def _run(server_url: str, role: str, user) -> dict:
-    report_dir = RESULTS_DIR / "schemathesis" / role
+def _run(
+    server_url: str,
+    name: str,
+    auth: list[str],
+    filters: list[str],
+    *,
+    checks: str = "all",
+    phases: str = "examples,coverage,fuzzing,stateful",
+    max_time: int = MAX_TIME_SECONDS,
+) -> dict:
+    report_dir = RESULTS_DIR / "schemathesis" / name
     shutil.rmtree(report_dir, ignore_errors=True)  # one run's reports only
     report_dir.mkdir(parents=True)
     command = [
@@ -64,14 +77,13 @@ def _run(server_url: str, role: str, user) -> dict:
         f"{server_url}/api/schema/?format=json",
         "--url",
         server_url,
-        "-H",
-        f"Authorization: Token {user.auth_token.key}",
+        *auth,
         "--checks",
-        "all",
+        checks,
         "--phases",
-        "examples,coverage,fuzzing,stateful",
+        phases,
         "--max-time",
-        str(MAX_TIME_SECONDS),
+        str(max_time),
         "--seed",
         str(seed()),
         "--workers",
@@ -82,14 +94,14 @@ def _run(server_url: str, role: str, user) -> dict:
         "json,junit",
         "--report-dir",
         str(report_dir),
-        *ROLES[role],
+        *filters,
     ]
     started = time.monotonic()
     completed = subprocess.run(  # bounded by --max-time plus a margin
         command,
         capture_output=True,
         text=True,
-        timeout=MAX_TIME_SECONDS + 120,
+        timeout=max_time + 120,
         check=False,
     )
     (report_dir / "output.txt").write_text(completed.stdout + completed.stderr)
@@ -99,6 +111,16 @@ def _run(server_url: str, role: str, user) -> dict:
         "output": completed.stdout,
         "report_dir": report_dir,
     }
+
+
+def _token(user) -> list[str]:
+    return ["-H", f"Authorization: Token {user.auth_token.key}"]
+
+
+def _report(run: dict) -> dict:
+    reports = sorted(run["report_dir"].glob("json-*.json"))
+    assert reports, run["output"][-2000:]
+    return json.loads(reports[-1].read_text())
 
 
 def _reproductions(report_dir: Path) -> dict[str, str]:
@@ -120,10 +142,8 @@ def _reproductions(report_dir: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("role", list(ROLES))
 def test_r19_schemathesis_finds_no_failure(live_server_url, principals, role, figure):
-    run = _run(live_server_url.url, role, principals[role])
-    reports = sorted(run["report_dir"].glob("json-*.json"))
-    assert reports, run["output"][-2000:]
-    report = json.loads(reports[-1].read_text())
+    run = _run(live_server_url.url, role, _token(principals[role]), ROLES[role])
+    report = _report(run)
     by_code = {
         f"{f['code']} {f['title']}": {
             "count": f["count"],
@@ -150,4 +170,61 @@ def test_r19_schemathesis_finds_no_failure(live_server_url, principals, role, fi
     )
     assert report["operations"]["tested"] > 0
     assert errors == 0, report["errors"][:3]
+    assert unique == 0, json.dumps(by_code, indent=1)
+
+
+def test_r13_schemathesis_finds_no_cross_driver_access(
+    live_server_url, principals, figure
+):
+    """R13 with schemathesis: two drivers in a Web Fuzzing Commons auth file;
+    ``object_level_authorization`` replays one driver's reads as the other
+    (ST402) and ``ignored_auth`` drops the credentials. CI: 30 s; full: 150 s."""
+    auth_file = RESULTS_DIR / "schemathesis" / "wfc-two-drivers.json"
+    auth_file.parent.mkdir(parents=True, exist_ok=True)
+    auth_file.write_text(
+        json.dumps(
+            {
+                "auth": [
+                    {
+                        "name": name,
+                        "fixedHeaders": [
+                            {
+                                "name": "Authorization",
+                                "value": f"Token {principals[name].auth_token.key}",
+                            }
+                        ],
+                    }
+                    for name in ("driver", "driver_b")
+                ]
+            }
+        )
+    )
+    run = _run(
+        live_server_url.url,
+        "two-drivers",
+        ["--auth-wfc", str(auth_file)],
+        ROLES["driver"],
+        checks="object_level_authorization,ignored_auth",
+        phases="examples,fuzzing,stateful",
+        max_time=int(min(150, 30 * scale())),
+    )
+    auth_file.unlink()  # tokens do not outlive the run
+    report = _report(run)
+    by_code = {
+        f"{f['code']} {f['title']}": {
+            "count": f["count"],
+            "operations": f["operations"],
+        }
+        for f in report["failures"]
+    }
+    unique = report["test_cases"]["unique_failures"]
+    figure(
+        "R13",
+        "schemathesis ST402 / ignored_auth failures (two drivers)",
+        f"{unique} ({report['test_cases']['generated']} cases, {run['seconds']:.0f} s)",
+        "0",
+        unique == 0,
+        details={"by_check": by_code, "reproduce": _reproductions(run["report_dir"])},
+    )
+    assert report["operations"]["tested"] > 0
     assert unique == 0, json.dumps(by_code, indent=1)
