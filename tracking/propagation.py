@@ -175,9 +175,13 @@ def shipment_forecast_refresh(
             ).values_list("pk", flat=True)
         )
         outlook = chain_outlook(shipment=shipment, legs=legs, leg_etas=leg_etas, on_route=on_route)
+        was_at_risk = bool(shipment.is_at_risk)
         _legs_save(legs, outlook)
         _shipment_save(shipment, outlook)
-        exception_sync_for_shipment(shipment=shipment, outlook=outlook, now=now or timezone.now())
+        # A shipment in an automatic exception is always flagged at risk: one
+        # neither flagged before nor now has no exception to join or leave.
+        if was_at_risk or outlook.is_at_risk:
+            exception_sync_for_shipment(shipment=shipment, outlook=outlook, now=now or timezone.now())
     return outlook
 
 
