@@ -20,7 +20,7 @@ from .kpis import kpis_for_day
 from .models import DeliveryException, WebhookDelivery, WebhookEndpoint
 from .public import public_shipment_view, tracking_shipment_resolve
 from .selectors import dashboard_snapshot, exception_list, route_map_list
-from .stream import AFTER_SEQ_MAX_LIMIT, outbox_list_after, stream_page
+from .stream import AFTER_SEQ_MAX_LIMIT, shipment_last_seq, stream_page
 from .throttle import tracking_miss_record, tracking_request_allowed
 
 PUBLIC_HEADERS = {
@@ -39,11 +39,11 @@ def public_response(body: dict, *, status_code: int = 200) -> Response:
 
 
 def tracking_public_body(shipment, token: str) -> dict:
-    missed = outbox_list_after(after_seq=0, shipment_id=shipment.pk)
+    seq = shipment_last_seq(shipment.pk)  # read first: updates after it are sent live
     body = public_shipment_view(shipment)
     body["live"] = {
         "websocket": f"/ws/track/{token}/",
-        "seq": missed[-1].stream_seq if missed else 0,
+        "seq": seq,
         "poll_seconds": 15,
     }
     return body

@@ -28,7 +28,7 @@ from shipments.outbox import (
 from shipments.roles import user_is_dispatcher
 
 from .kick import background_loop_ensure_started
-from .stream import AFTER_SEQ_MAX_LIMIT, client_message, outbox_list_after, stream_page
+from .stream import AFTER_SEQ_MAX_LIMIT, client_message, shipment_last_seq, stream_page
 
 logger = logging.getLogger(__name__)
 
@@ -216,8 +216,7 @@ class TrackConsumer(AsyncJsonWebsocketConsumer):
         shipment = tracking_shipment_resolve(self.token)
         if shipment is None or shipment.pk != self.shipment_id:
             return None
-        missed = outbox_list_after(after_seq=after_seq, shipment_id=shipment.pk)
-        seq = missed[-1].stream_seq if missed else after_seq
+        seq = max(after_seq, shipment_last_seq(shipment.pk))
         view = public_shipment_view(shipment)
         driver_id = None
         if view["driver"] is not None:

@@ -30,6 +30,14 @@ def outbox_list_after(
     return list(queryset.order_by("stream_seq")[:limit])
 
 
+def shipment_last_seq(shipment_id: int) -> int:
+    """The number of the latest published-or-numbered message about a shipment."""
+    from django.db.models import Max
+
+    latest = OutboxMessage.objects.filter(shipment_id_ref=shipment_id).aggregate(Max("stream_seq"))
+    return latest["stream_seq__max"] or 0
+
+
 def stream_page(*, after_seq: int, limit: int = AFTER_SEQ_MAX_LIMIT) -> dict:
     """The dashboard's catch-up page: messages as the socket would have sent them."""
     messages = outbox_list_after(after_seq=after_seq, limit=limit + 1)
