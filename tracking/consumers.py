@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_MANY = 4429
 # A replay larger than this tells the client to reload from a snapshot instead.
 REPLAY_MAX_MESSAGES = 5000
 
@@ -170,10 +171,17 @@ class TrackConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         from .public import tracking_shipment_resolve
+        from .throttle import tracking_address_allowed, tracking_address_miss_record
 
         self.token = self.scope["url_route"]["kwargs"]["token"]
+        address = (self.scope.get("client") or ["unknown"])[0] or "unknown"
+        # The same per-client limits as the page: a socket is no way round them.
+        if not await database_sync_to_async(tracking_address_allowed)(address):
+            await self.close(code=CLOSE_TOO_MANY)
+            return
         shipment = await database_sync_to_async(tracking_shipment_resolve)(self.token)
         if shipment is None:
+            await database_sync_to_async(tracking_address_miss_record)(address)
             await self.close(code=CLOSE_NOT_FOUND)
             return
         background_loop_ensure_started()

@@ -47,9 +47,12 @@ def _peek(key: str) -> int:
 
 def tracking_request_allowed(request) -> bool:
     """Count this request; False once the client is over either limit this minute."""
+    return tracking_address_allowed(client_address(request))
+
+
+def tracking_address_allowed(address: str) -> bool:
     per_minute, misses_per_minute = _limits()
     window = int(time.time() // WINDOW_SECONDS)
-    address = client_address(request)
     if _peek(f"track:miss:{address}:{window}") >= misses_per_minute:
         return False
     return _count(f"track:req:{address}:{window}") <= per_minute
@@ -57,5 +60,9 @@ def tracking_request_allowed(request) -> bool:
 
 def tracking_miss_record(request) -> None:
     """An unknown, revoked or expired token: guessing costs the guesser."""
+    tracking_address_miss_record(client_address(request))
+
+
+def tracking_address_miss_record(address: str) -> None:
     window = int(time.time() // WINDOW_SECONDS)
-    _count(f"track:miss:{client_address(request)}:{window}")
+    _count(f"track:miss:{address}:{window}")

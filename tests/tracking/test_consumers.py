@@ -181,3 +181,20 @@ async def test_tracking_socket_sends_only_allow_listed_fields(ws_app, shipment):
         assert secret not in text
     assert await database_sync_to_async(stream_last_seq)() >= 0
     await socket.disconnect()
+
+
+async def test_tracking_socket_guessing_is_rate_limited(ws_app, hubs, settings):
+    from django.core.cache import cache
+
+    settings.TRACKING_MISS_LIMIT_PER_MINUTE = 3
+    await database_sync_to_async(cache.clear)()
+    codes = []
+    for attempt in range(5):
+        communicator = WebsocketCommunicator(ws_app, f"/ws/track/guess{attempt}/")
+        communicator.scope["user"] = AnonymousUser()
+        communicator.scope["client"] = ["198.51.100.7", 5000]
+        connected, code = await communicator.connect()
+        assert connected is False
+        codes.append(code)
+    assert codes == [4404, 4404, 4404, 4429, 4429]
+    await database_sync_to_async(cache.clear)()
