@@ -171,6 +171,21 @@
   }
 
   // ---------------------------------------------------------------- live messages
+  const STOP_STATUS_AFTER = { arrived: "arrived", picked_up: "completed", delivered: "completed",
+                              delivery_failed: "failed", hub_scan_in: "completed" };
+
+  function setStopStatus(routeId, stopId, status) {
+    const entry = state.routes.get(routeId);
+    if (!entry || !status) return false;
+    const stop = entry.route.stops.find((x) => x.id === stopId);
+    const marker = entry.drawn.markers.get(stopId);
+    if (!stop || !marker) return false;
+    stop.status = status;
+    marker.setStyle({ fillColor: STOP_COLORS[status] || STOP_COLORS.pending });
+    marker.setTooltipContent(stopText(entry.route, stop));
+    return true;
+  }
+
   let refreshTimer = null;
   function refreshSoon() {
     // Stop colours and KPIs come from the database: re-read them, at most every 2 s.
@@ -182,7 +197,7 @@
         drawRoutes(snap.routes);
         renderKpis(snap.kpis);
       } catch (e) { /* next message retries */ }
-    }, 2000);
+    }, 5000);
   }
 
   function onMessage(message) {
@@ -198,9 +213,8 @@
         if (entry) {
           p.stops.forEach((s) => {
             const stop = entry.route.stops.find((x) => x.id === s.id);
-            if (stop) { stop.eta = s.eta; stop.status = s.status; }
-            const marker = entry.drawn.markers.get(s.id);
-            if (marker && stop) marker.setTooltipContent(stopText(entry.route, stop));
+            if (stop) stop.eta = s.eta;
+            setStopStatus(p.route_id, s.id, s.status);
           });
           entry.route.delay_seconds = p.delay_seconds;
         }
@@ -210,7 +224,11 @@
         feed('<a href="/dashboard/shipments/' + p.shipment_id + '/">' + escapeHtml(p.reference) + "</a> " +
           escapeHtml(p.event_type) + " · " + escapeHtml(p.status) + (p.is_at_risk ? " · at risk" : ""),
           p.is_at_risk ? "warn" : "info");
-        if (p.leg_id || /^(leg|route|stop)\./.test(p.event_type)) refreshSoon();
+        const d = p.details || {};
+        // A driver's stop event says which stop it was: recolour it in place;
+        // anything else that moves a leg is re-read from the database.
+        const placed = d.stop_id && setStopStatus(d.route_id, d.stop_id, STOP_STATUS_AFTER[d.driver_event_type]);
+        if (!placed && p.leg_id) refreshSoon();
         break;
       }
       case "exception.updated": {
