@@ -505,8 +505,16 @@ def _late_item_scene(hub, late_type: str, **late_fields):
     ],
 )
 def test_r9_an_item_overtaken_by_route_finished_keeps_its_outcome(
-    hubs, late_type, fields, expected
+    hubs, late_type, fields, expected, figure
 ):
     """Regression case kept from the model: the rule says the attempt's outcome
     beats the finished route's 'skipped', whatever the arrival order."""
-    assert _late_item_scene(hubs[1], late_type, **fields) == expected
+    got = _late_item_scene(hubs[1], late_type, **fields)
+    figure(
+        "R9",
+        f"{late_type} overtaken by route_finished: stop status",
+        got,
+        expected,
+        got == expected,
+    )
+    assert got == expected

@@ -227,7 +227,7 @@ def test_r15a_only_the_hash_is_stored_and_no_table_holds_the_token(
     figure(
         "R15",
         "tables holding a raw token (DB leak = link leak)",
-        f"{len(leaks)}: {sorted(set(leaks))}",
+        f"{len(set(leaks))}: {sorted(set(leaks))}",
         "0 (only the SHA-256 stored)",
         not leaks and stored_hash_ok,
         details={"customer_messages_rendered": Message.objects.count()},
