@@ -99,6 +99,9 @@ def _run(
     started = time.monotonic()
     completed = subprocess.run(  # bounded by --max-time plus a margin
         command,
+        # st keeps a crash cache (.schemathesis/) in its working directory: keep
+        # it with the reports, out of the source tree.
+        cwd=report_dir.parent,
         capture_output=True,
         text=True,
         timeout=max_time + 120,
