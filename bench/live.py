@@ -390,7 +390,7 @@ def main() -> None:
 
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    processes = start_stack(env, port, ROOT / "bench" / "results")
+    processes = start_stack(env, port, ROOT / ".local" / "bench-live")  # server and worker logs
     try:
         wait_until_up(base_url)
         from config.celery import app
