@@ -37,7 +37,7 @@ class Command(BaseCommand):
             else:
                 self.stdout.write("Already seeded; today's routes exist.")
             return
-        self.stdout.write("Seeding the demo network (a few seconds)…")
+        self.stdout.write("Seeding the demo network and planning today's routes (a minute or two)…")
         summary = demo_seed(seed=seed, password=password, shipments=shipments)
         self.stdout.write(
             self.style.SUCCESS(
