@@ -33,6 +33,8 @@ class Command(BaseCommand):
         parser.add_argument("--no-simulation", action="store_true")
 
     def handle(self, *args, host, port, password, speedup, no_simulation, **options):
+        # Stop the children on SIGTERM as on Ctrl-C, so none outlives the demo.
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         base_url = f"http://{host}:{port}"
         env = dict(os.environ)
         server = subprocess.Popen(
