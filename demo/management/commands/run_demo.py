@@ -17,6 +17,10 @@ from django.core.management import get_commands
 from django.core.management.base import BaseCommand
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 class Command(BaseCommand):
     help = "Run the demo: the ASGI server plus simulated drivers on their published routes."
 
@@ -34,7 +38,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, host, port, password, speedup, no_simulation, **options):
         # Stop the children on SIGTERM as on Ctrl-C, so none outlives the demo.
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        signal.signal(signal.SIGTERM, _interrupt)
         base_url = f"http://{host}:{port}"
         env = dict(os.environ)
         server = subprocess.Popen(
