@@ -126,7 +126,11 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         seq = message.get("seq")
         if seq is not None and self.last_seq is not None and seq <= self.last_seq:
             return  # already sent (replay and live overlap, or a re-published row)
-        await self.send_json(message)
+        text = message.get("text")
+        if text is not None:
+            await self.send(text_data=text)  # encoded once by the relay
+        else:
+            await self.send_json(message)
         if seq is not None:
             self.last_seq = seq
 
@@ -139,7 +143,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             await self._replay(self.last_seq)
             if seq <= (self.last_seq or 0):
                 return
-        await self._send_numbered(client_message(event))
+        await self._send_numbered(event if "text" in event else client_message(event))
 
     async def live_batch(self, event: dict) -> None:
         for message in event.get("messages") or []:

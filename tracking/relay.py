@@ -22,12 +22,14 @@ and the holder looks for new rows once more after it lets go.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -56,9 +58,13 @@ class RelayResult:
     seqs: list[int] = field(default_factory=list)
 
 
-def live_message(message: OutboxMessage) -> dict:
-    """The channel-layer message for one outbox row (what consumers receive)."""
-    return {
+def live_message(message: OutboxMessage, *, with_text: bool = False) -> dict:
+    """The channel-layer message for one outbox row (what consumers receive).
+
+    ``text`` is the dashboard frame, encoded once here rather than once per
+    connected dashboard.
+    """
+    body = {
         "type": LIVE_MESSAGE_TYPE,
         "seq": message.stream_seq,
         "kind": message.type,
@@ -67,6 +73,10 @@ def live_message(message: OutboxMessage) -> dict:
         "payload": message.payload,
         "created_at": message.created_at.isoformat(),
     }
+    if with_text:
+        frame = {**body, "type": "message"}
+        body["text"] = json.dumps(frame, cls=DjangoJSONEncoder)
+    return body
 
 
 def publish_groups(message: OutboxMessage) -> list[str]:
@@ -113,7 +123,7 @@ def _publish(messages: list[OutboxMessage]) -> list[int]:
             chunk = messages[start : start + PUBLISH_CHUNK]
             per_group: dict[str, list[dict]] = {}
             for message in chunk:
-                body = live_message(message)
+                body = live_message(message, with_text=True)
                 for group in publish_groups(message):
                     per_group.setdefault(group, []).append(body)
             try:
