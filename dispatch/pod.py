@@ -113,6 +113,9 @@ def pod_image_normalise(data: bytes, *, field: str) -> bytes:
     elif image.mode != "RGB":
         image = image.convert("RGB")
     image.thumbnail((POD_STORED_MAX_SIDE, POD_STORED_MAX_SIDE))
+    # Pillow writes some metadata back on save (a JPEG comment, say, which can
+    # carry markup): keep nothing but pixels.
+    image.info.clear()
     out = io.BytesIO()
     image.save(
         out, "JPEG", quality=85, optimize=True
@@ -146,8 +149,9 @@ def pod_create(
     stop = RouteStop.objects.select_for_update().get(pk=stop_id)
     if stop.kind == RouteStop.Kind.HUB:
         raise DomainError("Hub stops take scans, not proofs of delivery.", field="stop")
-    if stop.status in (RouteStop.Status.FAILED, RouteStop.Status.SKIPPED):
-        raise DomainError(f"The stop is {stop.status}.", field="stop")
+    # A skipped (moved) or failed stop still takes a proof: a phone that was
+    # offline may have delivered it, and the delivery rule decides (physical
+    # facts beat dispatcher intent, with a conflict for the dispatcher).
     given = {
         "photo": bool(data.photo),
         "signature": bool(data.signature),

@@ -40,7 +40,7 @@ from .route_log import route_event_record
 def driver_create(
     *,
     username: str,
-    password: str | None,
+    password: str | None = None,  # none: the account can only use its API token
     home_hub: Hub,
     shift_start: time,
     shift_end: time,

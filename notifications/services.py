@@ -33,6 +33,7 @@ from django.utils import timezone
 from shipments.events import event_record
 from shipments.models import Shipment, ShipmentEvent
 from shipments.states import SHIPMENT_TERMINAL, LegStatus
+from shipments.tracking_links import tracking_links_redact, tracking_links_restore
 
 from .channels import DeliveryError, email_send, sms_send
 from .models import (
@@ -202,9 +203,11 @@ def _decide(
                 recipient=recipient,
                 event=event,
             )
-            row.subject, row.body, row.language = message_render(
+            row.subject, body, row.language = message_render(
                 rule=rule, language=recipient.language, context=context
             )
+            # No raw tracking token at rest: the link is put back when sending.
+            row.body = tracking_links_redact(body)
         except (TemplateMissing, TemplateSyntaxError, TemplateDoesNotExist) as exc:
             row.status, row.reason = S.FAILED, f"template: {exc}"[:500]
     if row.status == S.QUEUED:
@@ -294,10 +297,11 @@ def _deliver(message: Message) -> str:
         return email_send(
             to=message.recipient,
             subject=message.subject,
-            body=message.body,
+            body=tracking_links_restore(message.body, current_version=True),
             reference=reference,
         )
-    return sms_send(to=message.recipient, body=message.body, reference=reference)
+    body = tracking_links_restore(message.body, current_version=True)
+    return sms_send(to=message.recipient, body=body, reference=reference)
 
 
 def notification_send(

@@ -19,6 +19,7 @@ from rest_framework.renderers import JSONRenderer
 
 from .errors import IdempotencyMismatch
 from .models import IdempotencyRecord
+from .tracking_links import tracking_links_redact, tracking_links_restore
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -45,7 +46,9 @@ def _replay(record: IdempotencyRecord, request_hash: str) -> HttpResponse:
             "This Idempotency-Key was already used with a different request body."
         )
     response = HttpResponse(
-        record.response_body, status=record.status_code, content_type="application/json"
+        tracking_links_restore(record.response_body),
+        status=record.status_code,
+        content_type="application/json",
     )
     response["Idempotent-Replayed"] = "true"
     return response
@@ -90,7 +93,8 @@ def idempotent(handler=None, *, required: bool = False):
                     # Answer with exactly the bytes stored, so a replay is identical.
                     body = JSONRenderer().render(response.data).decode()
                     record.status_code = response.status_code
-                    record.response_body = body
+                    # No raw tracking token at rest; the replay re-derives the same bytes.
+                    record.response_body = tracking_links_redact(body)
                     record.save(update_fields=["status_code", "response_body"])
                     return HttpResponse(
                         body,

@@ -319,6 +319,13 @@ def shipment_cancel(
         raise Conflict(
             "A leg of this shipment is under way; it cannot be cancelled now."
         )
+    if any(leg.status == LegStatus.ASSIGNED for leg in legs):
+        # A driver may be at the door with it, offline: take it off the route
+        # first (dispatch), so the stop ends skipped and a delivery can still win.
+        raise Conflict(
+            "A leg of this shipment is on a published route; "
+            "unassign the route or move the stop first."
+        )
     old = shipment.status
     for leg in legs:
         if leg.status not in (LegStatus.COMPLETED, LegStatus.CANCELLED):
