@@ -211,6 +211,14 @@ def eta_throughput(route_ids: list[int], seconds: float) -> dict:
             stop_etas(start_at=timezone.now(), start_point=(43.7311, 7.4167), stops=stops, travel=travel)
             pure_stops += len(stops)
     pure_rate = pure_stops / (seconds / 2)
+    # The first pass propagates every shipment down its chain (its ETAs are
+    # new); later passes re-time the stops and propagate only what moved.
+    first_started = time.perf_counter()
+    first_stops = 0
+    for route_id in route_ids:
+        result = eta_route_refresh(route_id=route_id)
+        first_stops += len(result.etas) if result else 0
+    first_rate = first_stops / (time.perf_counter() - first_started)
     engine_stops = runs = 0
     started = time.perf_counter()
     deadline = started + seconds / 2
@@ -222,6 +230,7 @@ def eta_throughput(route_ids: list[int], seconds: float) -> dict:
     engine_rate = engine_stops / (time.perf_counter() - started)
     return {
         "engine_stops_per_second": round(engine_rate, 1),
+        "engine_first_pass_stops_per_second": round(first_rate, 1),
         "engine_routes_per_second": round(runs / (time.perf_counter() - started), 1),
         "pure_walk_stops_per_second": round(pure_rate, 1),
         "engine_share_of_pure": round(engine_rate / pure_rate, 5) if pure_rate else None,
@@ -443,7 +452,8 @@ def main() -> None:
         p50 = f"{row['p50']:.1f}" if row["p50"] is not None else "–"
         p99 = f"{row['p99']:.1f}" if row["p99"] is not None else "–"
         print(f"{label:48} {p50:>9} {p99:>9} {row['n']:>7}")
-    print(f"ETA engine: {eta['engine_stops_per_second']} stops/s ({eta['engine_routes_per_second']} routes/s); "
+    print(f"ETA engine: {eta['engine_stops_per_second']} stops/s steady ({eta['engine_routes_per_second']} routes/s), "
+          f"{eta['engine_first_pass_stops_per_second']} stops/s on a first pass that propagates every shipment; "
           f"baseline pure walk: {eta['pure_walk_stops_per_second']} stops/s; "
           f"ratio {eta['engine_share_of_pure']}")
     print("counters:", json.dumps(live["counters"]))
