@@ -116,3 +116,30 @@ def test_webhook_endpoint_validation(dispatcher_client):
     assert created.status_code == 201 and len(created.json()["secret"]) >= 32
     assert dispatcher_client.post("/api/v1/webhooks/endpoints/", {"shipper": shipper.pk, "url": "ftp://x"}).status_code == 400
     assert dispatcher_client.post("/api/v1/webhooks/endpoints/", {"shipper": 999999, "url": "https://e.com"}).status_code == 400
+
+
+def test_eta_accuracy_uses_the_last_estimate_made_before_the_horizon(hubs):
+    """Stop A: estimate 40 min ahead said 10:00, arrived 10:10 (within 15 min).
+    Stop B: estimate 40 min ahead said 10:00, arrived 10:30 (outside); a later
+    estimate (10 min ahead) is too close to count."""
+    from routing.models import RouteStop
+    from tracking.kpis import eta_accuracy
+    from tracking.models import EtaRecord
+
+    dc, _ = hubs
+    a, b = (factories.shipment_make().shipment for _ in range(2))
+    route = route_make(hub=dc, mile="first", driver=None, planned_start=local_at(1, 9),
+                       stops=[("pickup", s.origin, [legs_of(s)["first"]]) for s in (a, b)])
+    stop_a, stop_b = route.stops.order_by("sequence")
+    RouteStop.objects.filter(pk=stop_a.pk).update(actual_arrival=local_at(1, 10, 10), status="completed")
+    RouteStop.objects.filter(pk=stop_b.pk).update(actual_arrival=local_at(1, 10, 30), status="completed")
+    EtaRecord.objects.create(stop=stop_a, eta=local_at(1, 10), computed_at=local_at(1, 9, 20))
+    EtaRecord.objects.create(stop=stop_b, eta=local_at(1, 10), computed_at=local_at(1, 9, 40))
+    EtaRecord.objects.create(stop=stop_b, eta=local_at(1, 10, 30), computed_at=local_at(1, 10, 20))
+
+    figures = eta_accuracy(start=local_at(1, 0), end=local_at(2, 0))
+
+    assert figures["stops_measured"] == 2
+    assert figures["within_15_min_rate"] == 0.5
+    assert figures["mean_absolute_error_minutes"] == 20.0
+    assert figures["mean_error_minutes"] == 20.0  # arrivals later than estimated
