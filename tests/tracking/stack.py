@@ -49,13 +49,16 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 @contextlib.contextmanager
 def celery_worker(env: dict | None = None, name: str = "worker"):
     LOGS.mkdir(parents=True, exist_ok=True)
+    from config.celery import app
+
+    # Tasks queued by earlier tests (their rows are gone) would be worked off
+    # first and delay this module's own: start from an empty queue.
+    app.control.purge()
     worker = subprocess.Popen(
         [str(ROOT / ".venv/bin/celery"), "-A", "config", "worker", "--pool=solo", "-l", "warning"],
         cwd=ROOT, env=env or stack_env(), stdout=open(LOGS / f"{name}.log", "w"), stderr=subprocess.STDOUT,
     )
     try:
-        from config.celery import app
-
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not app.control.ping(timeout=0.5):
             if worker.poll() is not None:
