@@ -98,11 +98,14 @@ def _number_new_messages(*, batch_size: int) -> int:
         )
         if not rows:
             return 0
-        seq = state.last_seq
-        for row_id in rows:
-            seq += 1
-            OutboxMessage.objects.filter(pk=row_id).update(stream_seq=seq)
-        RelayState.objects.filter(pk=1).update(last_seq=seq, updated_at=timezone.now())
+        numbered = [
+            OutboxMessage(pk=row_id, stream_seq=state.last_seq + offset)
+            for offset, row_id in enumerate(rows, start=1)
+        ]
+        OutboxMessage.objects.bulk_update(numbered, ["stream_seq"])  # one statement
+        RelayState.objects.filter(pk=1).update(
+            last_seq=numbered[-1].stream_seq, updated_at=timezone.now()
+        )
         return len(rows)
 
 
