@@ -30,7 +30,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from shipments.idempotency import idempotent
+from shipments.idempotency import KEY_SCHEMA, idempotent
 from shipments.roles import IsDispatcherOrDriver, IsDriver
 
 from .driver_events import DriverEventInput, driver_events_apply
@@ -73,7 +73,7 @@ from .services import driver_duty_set
 
 IDEMPOTENCY_KEY_REQUIRED = OpenApiParameter(
     "Idempotency-Key",
-    OpenApiTypes.STR,
+    KEY_SCHEMA,
     OpenApiParameter.HEADER,
     required=True,
     description="Required on every driver write. A retry with the same key returns the "

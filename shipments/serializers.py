@@ -6,7 +6,16 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from .models import SHIPMENT_SKILLS, Hub, Leg, Location, Parcel, Party, Shipment, ShipmentEvent
+from .models import (
+    SHIPMENT_SKILLS,
+    Hub,
+    Leg,
+    Location,
+    Parcel,
+    Party,
+    Shipment,
+    ShipmentEvent,
+)
 from .services import ParcelInput
 from .states import Mile
 from .tracking_tokens import tracking_url
@@ -122,8 +131,12 @@ class ParcelSerializer(serializers.ModelSerializer):
 
 
 class LegSerializer(serializers.ModelSerializer):
-    from_hub = serializers.SlugRelatedField(slug_field="code", read_only=True)
-    to_hub = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    from_hub = serializers.SlugRelatedField(
+        slug_field="code", read_only=True, allow_null=True
+    )
+    to_hub = serializers.SlugRelatedField(
+        slug_field="code", read_only=True, allow_null=True
+    )
     from_address = serializers.CharField(source="from_location.address", read_only=True)
     to_address = serializers.CharField(source="to_location.address", read_only=True)
 
@@ -158,8 +171,12 @@ class ShipmentSerializer(serializers.ModelSerializer):
     consignee = PartySerializer(read_only=True)
     origin = LocationSerializer(read_only=True)
     destination = LocationSerializer(read_only=True)
-    origin_hub = serializers.SlugRelatedField(slug_field="code", read_only=True)
-    destination_hub = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    origin_hub = serializers.SlugRelatedField(
+        slug_field="code", read_only=True, allow_null=True
+    )
+    destination_hub = serializers.SlugRelatedField(
+        slug_field="code", read_only=True, allow_null=True
+    )
     parcels = ParcelSerializer(many=True, read_only=True)
     legs = LegSerializer(many=True, read_only=True)
 
@@ -236,7 +253,9 @@ class ShipmentInputSerializer(serializers.Serializer):
     )
     is_return = serializers.BooleanField(default=False)
     required_skills = serializers.ListField(
-        child=serializers.ChoiceField(choices=SHIPMENT_SKILLS), required=False, max_length=6
+        child=serializers.ChoiceField(choices=SHIPMENT_SKILLS),
+        required=False,
+        max_length=6,
     )
     parcels = ParcelSerializer(
         many=True, allow_empty=False, max_length=MAX_PARCELS_PER_SHIPMENT

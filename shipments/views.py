@@ -5,14 +5,13 @@ from __future__ import annotations
 import django_filters
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .idempotency import idempotent
+from .idempotency import KEY_SCHEMA, idempotent
 from .importing import csv_rows_parse, shipments_import
 from .models import Hub, Leg, Party, Shipment
 from .selectors import shipment_list_for_dispatch
@@ -41,7 +40,7 @@ from .tracking_tokens import tracking_url
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
-    OpenApiTypes.STR,
+    KEY_SCHEMA,
     OpenApiParameter.HEADER,
     description="A retried request with the same key returns the first answer and creates nothing twice.",
 )

@@ -143,6 +143,11 @@ def _reproductions(report_dir: Path) -> dict[str, str]:
     return found
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="product gap (issue #6, R19): schemathesis still finds failures (undocumented "
+    "4xx responses, time formats, lenient query parameters); see R19.json for each class",
+)
 @pytest.mark.parametrize("role", list(ROLES))
 def test_r19_schemathesis_finds_no_failure(live_server_url, principals, role, figure):
     run = _run(live_server_url.url, role, _token(principals[role]), ROLES[role])
