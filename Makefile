@@ -43,7 +43,7 @@ bench-driver-api: install
 	$(PY) bench/driver_api.py --json bench/results/driver-api.json
 
 bench-live: install
-	$(PY) bench/live.py --json bench/results/live.json
+	$(PY) bench/live.py --clients 50 --drivers 10 --duration 30 --json bench/results/live.json
 
 clean:
 	rm -rf .local $(VENV)

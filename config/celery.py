@@ -18,6 +18,7 @@ app.conf.beat_schedule = {
         "task": "routing.tasks.optimization_job_recover_task",
         "schedule": 60.0,
     },
+    "retry-webhooks": {"task": "tracking.tasks.webhook_retry_sweep_task", "schedule": 60.0},
     "sweep-notifications": {
         "task": "notifications.tasks.notification_sweep_task",
         "schedule": 60.0,

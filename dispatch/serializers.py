@@ -7,12 +7,12 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import SkipField
 
-from shipments.models import Hub
+from shipments.models import SHIPMENT_SKILLS, Hub
 
 from .models import Driver, Vehicle
 
 POD_ITEMS = ["photo", "signature", "recipient_name"]
-KNOWN_SKILLS = ["refrigerated", "frozen", "tail_lift", "hazmat", "bulky", "high_value"]
+KNOWN_SKILLS = SHIPMENT_SKILLS  # one vocabulary for what vehicles offer and shipments need
 
 
 class VehicleSerializer(serializers.ModelSerializer):

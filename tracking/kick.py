@@ -20,6 +20,7 @@ import logging
 import threading
 
 from asgiref.sync import sync_to_async
+from django.apps import apps
 from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections, transaction
@@ -156,6 +157,11 @@ def _sweep_and_close() -> None:
     try:
         eta_sweep_run()
         webhook_deliveries_retry_due()
+        # Customer messages due (quiet hours over, retries): no worker runs them here.
+        if apps.is_installed("notifications"):
+            from notifications.services import notification_sweep_run
+
+            notification_sweep_run()
     finally:
         close_old_connections()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date, datetime, time, timedelta
 
+from django.apps import apps
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -104,5 +105,16 @@ def kpis_for_day(*, day: date) -> dict:
         "exceptions_by_severity": dict(
             exceptions.values_list("severity").annotate(n=Count("id")).values_list("severity", "n")
         ),
+        "notifications": _notification_kpis(day),
     }
+
+
+def _notification_kpis(day: date) -> dict | None:
+    """Delivery rate of customer messages and average rating (notifications sits
+    above tracking, so it is read only when installed)."""
+    if not apps.is_installed("notifications"):
+        return None
+    from notifications.selectors import notification_kpis
+
+    return notification_kpis(day)
 

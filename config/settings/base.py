@@ -130,7 +130,9 @@ elif DEBUG:
             "NAME": env.str(
                 "SQLITE_PATH", default=str(BASE_DIR / ".local" / "allmile.sqlite3")
             ),
-            "OPTIONS": {"timeout": 20},
+            # IMMEDIATE: a writer takes the lock when its transaction begins, so
+            # concurrent in-process tasks wait instead of failing "database is locked".
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
         }
     }
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
@@ -278,6 +280,7 @@ SPECTACULAR_SETTINGS = {
         "MileEnum": "shipments.states.Mile",
         "TransportModeEnum": "shipments.states.TransportMode",
         "ServiceLevelEnum": "shipments.models.ServiceLevel",
+        "SkillEnum": "shipments.models.SHIPMENT_SKILLS",
     },
 }
 
@@ -290,6 +293,11 @@ ALLMILE_PUBLIC_BASE_URL = env.str(
 IDEMPOTENCY_KEY_TTL = timedelta(hours=env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=48))
 TRACKING_LINK_EXPIRY_DAYS = env.int("TRACKING_LINK_EXPIRY_DAYS", default=14)
 OSRM_BASE_URL = env.str("OSRM_BASE_URL", default="")
+# Tracking page limits per client, and when a driver or a route counts as silent.
+TRACKING_RATE_LIMIT_PER_MINUTE = env.int("TRACKING_RATE_LIMIT_PER_MINUTE", default=60)
+TRACKING_MISS_LIMIT_PER_MINUTE = env.int("TRACKING_MISS_LIMIT_PER_MINUTE", default=30)
+TRACKING_DRIVER_SILENT_MINUTES = env.int("TRACKING_DRIVER_SILENT_MINUTES", default=10)
+TRACKING_ROUTE_QUIET_MINUTES = env.int("TRACKING_ROUTE_QUIET_MINUTES", default=2)
 MAP_TILE_URL = env.str("MAP_TILE_URL", default="")
 
 # ---------------------------------------------------------------------------

@@ -101,6 +101,10 @@
     document.getElementById("kpi-eta").textContent = pct(k.eta_accuracy.within_15_min_rate);
     document.getElementById("kpi-exceptions").textContent = k.exceptions_open;
     document.getElementById("kpi-risk").textContent = k.at_risk;
+    const messages = k.notifications || {};
+    document.getElementById("kpi-messages").textContent = pct(messages.delivery_rate);
+    document.getElementById("kpi-rating").textContent =
+      messages.average_rating === null || messages.average_rating === undefined ? "–" : messages.average_rating + " / 5";
     renderMileChart(k.shipments_by_mile_status);
   }
 
