@@ -37,10 +37,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-INCLUDE = '{% include "notifications/customer_actions.html" %}'
-TRACKING_PAGE_HAS_ACTIONS = (
-    INCLUDE in (BASE_DIR / "templates/tracking/track.html").read_text()
-)
 
 
 def _free_port() -> int:
@@ -125,11 +121,6 @@ def browser(monkeypatch):
         chromium.close()
 
 
-@pytest.mark.xfail(
-    condition=not TRACKING_PAGE_HAS_ACTIONS,
-    strict=True,
-    reason=f"templates/tracking/track.html does not yet contain {INCLUDE} (requested from h3)",
-)
 def test_a_customer_on_a_phone_leaves_instructions_and_reschedules_and_the_dispatcher_sees_both_live(
     hubs_closed_on_sundays, server, browser, fresh_limits
 ):
