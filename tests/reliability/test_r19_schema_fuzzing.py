@@ -7,7 +7,7 @@ check on, all four phases, a fixed seed and a time budget per run. The test
 database holds a published route, a proof of delivery and shipments, so
 generated ids sometimes hit real objects.
 
-CI size: 60 s per role. Full bar (RELIABILITY_SCALE=5): 300 s per role, as in
+CI size: 25 s per role. Full bar (RELIABILITY_SCALE=12): 300 s per role, as in
 RELIABILITY.md. The JSON and JUnit reports land in
 ``test-artifacts/reliability/schemathesis/<role>/``.
 """
@@ -33,7 +33,9 @@ from tests.reliability import builders
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
-MAX_TIME_SECONDS = int(min(300, 60 * scale()))
+# CI runs 25 s per role while the known failures stand (the test is a strict
+# xfail): enough to keep finding them, without spending minutes re-proving them.
+MAX_TIME_SECONDS = int(min(300, 25 * scale()))
 ST = str(Path(sys.executable).with_name("st"))
 ROLES = {
     # The driver's own surface; the dispatcher run covers the rest.
