@@ -38,6 +38,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
+ARTIFACTS = BASE_DIR / "test-artifacts" / "notifications"
+
 
 def _free_port() -> int:
     with socket.socket() as probe:
@@ -166,6 +168,10 @@ def test_a_customer_on_a_phone_leaves_instructions_and_reschedules_and_the_dispa
     rescheduled_at = time.monotonic()
     assert "10:00–12:00" in customer.inner_text("#ca-status")
     assert customer.eval_on_selector("#ca-day", "s => s.value") == day
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    customer.screenshot(
+        path=str(ARTIFACTS / "customer-actions-phone.png"), full_page=True
+    )
 
     # The dispatcher's page shows both, without a reload.
     events = dashboard.locator("#events")
@@ -173,6 +179,9 @@ def test_a_customer_on_a_phone_leaves_instructions_and_reschedules_and_the_dispa
     events.get_by_text("customer.rescheduled").wait_for(timeout=15_000)
     seen_at = time.monotonic()
     assert dashboard.evaluate("window.__notReloaded === true")
+    dashboard.screenshot(
+        path=str(ARTIFACTS / "dispatcher-sees-customer-actions.png"), full_page=True
+    )
     assert "4721B" not in dashboard.content()  # the door code stays out of the timeline
     assert [
         e.type
