@@ -20,7 +20,10 @@ def _failure_key(username: str, ip: str) -> str:
 
 
 def login_blocked(username: str, ip: str) -> bool:
-    return rate_limit_peek(key=_failure_key(username, ip), window_seconds=60) >= LOGIN_FAILURES_PER_MINUTE
+    return (
+        rate_limit_peek(key=_failure_key(username, ip), window_seconds=60)
+        >= LOGIN_FAILURES_PER_MINUTE
+    )
 
 
 def login_failure_record(username: str, ip: str) -> None:
@@ -36,12 +39,20 @@ class TokenLoginApi(ObtainAuthToken):
     permission_classes = [AllowAny]
     throttle_classes = []
 
-    @extend_schema(responses={200: {"type": "object", "properties": {"token": {"type": "string"}}}})
+    @extend_schema(
+        responses={200: {"type": "object", "properties": {"token": {"type": "string"}}}}
+    )
     def post(self, request, *args, **kwargs):
-        username = str(request.data.get("username", "")) if hasattr(request.data, "get") else ""
+        username = (
+            str(request.data.get("username", ""))
+            if hasattr(request.data, "get")
+            else ""
+        )
         ip = client_ip(request)
         if login_blocked(username, ip):
-            return Response({"detail": TOO_MANY}, status=status.HTTP_429_TOO_MANY_REQUESTS)
+            return Response(
+                {"detail": TOO_MANY}, status=status.HTTP_429_TOO_MANY_REQUESTS
+            )
         serializer = self.get_serializer(data=request.data)
         if not serializer.is_valid():
             login_failure_record(username, ip)

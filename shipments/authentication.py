@@ -13,7 +13,9 @@ class TokenAuthentication(authentication.TokenAuthentication):
                 .get(key=key)
             )
         except model.DoesNotExist:
-            return super().authenticate_credentials(key)  # the standard "Invalid token." answer
+            return super().authenticate_credentials(
+                key
+            )  # the standard "Invalid token." answer
         if not token.user.is_active:
             return super().authenticate_credentials(key)
         return (token.user, token)

@@ -30,8 +30,3 @@ class Conflict(DomainError):
 class IdempotencyMismatch(DomainError):
     code = "idempotency_key_reused"
     status_code = 422
-
-
-class IdempotencyInFlight(DomainError):
-    code = "idempotency_request_in_flight"
-    status_code = 409

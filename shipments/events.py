@@ -68,7 +68,10 @@ def event_record(
     )
     transaction.on_commit(
         lambda: shipment_event_committed.send(
-            sender=ShipmentEvent, event_id=event.pk, shipment_id=shipment.pk, event_type=type
+            sender=ShipmentEvent,
+            event_id=event.pk,
+            shipment_id=shipment.pk,
+            event_type=type,
         )
     )
     return event

@@ -15,7 +15,7 @@ from django.db import transaction
 
 from .errors import DomainError
 from .serializers import ShipmentInputSerializer
-from .services import CreatedShipment, shipment_create
+from .services import CreatedShipment, shipment_create_from_input
 
 MAX_ROWS = 5000
 CSV_COLUMNS = [
@@ -223,11 +223,10 @@ def shipments_import(
         return result
     with transaction.atomic():
         for number, serializer in serializers:
-            try:
-                with transaction.atomic():
-                    created = shipment_create(
-                        **serializer.to_service_kwargs(), actor=actor, source=source
-                    )
+            try:  # the service's own savepoint undoes a refused row
+                created = shipment_create_from_input(
+                    data=serializer.validated_data, actor=actor, source=source
+                )
                 result.created.append(created)
             except DomainError as exc:
                 result.errors.append(

@@ -105,7 +105,14 @@ class Party(models.Model):
 
 
 # What a vehicle must offer to carry a shipment (matched against Vehicle.skills).
-SHIPMENT_SKILLS = ["refrigerated", "frozen", "tail_lift", "hazmat", "bulky", "high_value"]
+SHIPMENT_SKILLS = [
+    "refrigerated",
+    "frozen",
+    "tail_lift",
+    "hazmat",
+    "bulky",
+    "high_value",
+]
 
 
 class ServiceLevel(models.TextChoices):

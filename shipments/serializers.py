@@ -16,8 +16,7 @@ from .models import (
     Shipment,
     ShipmentEvent,
 )
-from .services import ParcelInput
-from .states import Mile
+from .services import hub_save
 from .tracking_tokens import tracking_url
 
 MAX_PARCEL_WEIGHT_KG = Decimal("1000")
@@ -82,16 +81,10 @@ class HubSerializer(serializers.ModelSerializer):
         return value
 
     def create(self, validated_data):
-        location = Location.objects.create(**validated_data.pop("location"))
-        return Hub.objects.create(location=location, **validated_data)
+        return hub_save(hub=None, **validated_data)
 
     def update(self, instance, validated_data):
-        location_data = validated_data.pop("location", None)
-        if location_data:
-            for field, value in location_data.items():
-                setattr(instance.location, field, value)
-            instance.location.save()
-        return super().update(instance, validated_data)
+        return hub_save(hub=instance, **validated_data)
 
 
 class PartySerializer(serializers.ModelSerializer):
@@ -300,22 +293,6 @@ class ShipmentInputSerializer(serializers.Serializer):
             raise serializers.ValidationError(errors)
         return attrs
 
-    def to_service_kwargs(self) -> dict:
-        data = dict(self.validated_data)
-        consignee_data = data.pop("consignee")
-        consignee = Party.objects.create(kind=Party.Kind.CONSIGNEE, **consignee_data)
-        data["consignee"] = consignee
-        data["parcels"] = [
-            ParcelInput(
-                weight_kg=p["weight_kg"],
-                volume_m3=p.get("volume_m3", Decimal(0)),
-                barcode=p.get("barcode", ""),
-                description=p.get("description", ""),
-            )
-            for p in data["parcels"]
-        ]
-        return data
-
 
 class ShipmentEventSerializer(serializers.ModelSerializer):
     actor = serializers.CharField(source="actor.username", read_only=True, default=None)
@@ -361,6 +338,3 @@ class ShipmentReplanInputSerializer(serializers.Serializer):
 
 class TrackingLinkSerializer(serializers.Serializer):
     tracking_url = serializers.URLField()
-
-
-MILE_CHOICES = [c[0] for c in Mile.choices]

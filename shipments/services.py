@@ -22,7 +22,6 @@ from .models import Hub, Leg, Location, Parcel, Party, Shipment
 from .planning import LegPlan, estimate_times, plan_chain
 from .states import (
     LEG_OPEN,
-    LEG_STARTED,
     SHIPMENT_TERMINAL,
     LegStatus,
     ShipmentStatus,
@@ -65,6 +64,24 @@ def location_create(data: dict[str, Any]) -> Location:
     location.full_clean()
     location.save()
     return location
+
+
+@transaction.atomic
+def hub_save(
+    *, hub: Hub | None, location: dict[str, Any] | None = None, **fields
+) -> Hub:
+    """Create a hub with its location, or update both, in one transaction."""
+    if hub is None:
+        hub = Hub(location=location_create(location or {}))
+    elif location:
+        for name, value in location.items():
+            setattr(hub.location, name, value)
+        hub.location.full_clean()
+        hub.location.save()
+    for name, value in fields.items():
+        setattr(hub, name, value)
+    hub.save()
+    return hub
 
 
 def barcode_new() -> str:
@@ -173,6 +190,28 @@ def shipment_create(
         },
     )
     return CreatedShipment(shipment=shipment, tracking_token=token)
+
+
+@transaction.atomic
+def shipment_create_from_input(
+    *, data: dict[str, Any], actor=None, source: str = "api"
+) -> CreatedShipment:
+    """Create a shipment from validated input (API, CSV): the consignee party and
+    the shipment in one transaction, so a refused shipment leaves no party behind."""
+    data = dict(data)
+    consignee = Party.objects.create(kind=Party.Kind.CONSIGNEE, **data.pop("consignee"))
+    parcels = [
+        ParcelInput(
+            weight_kg=p["weight_kg"],
+            volume_m3=p.get("volume_m3", Decimal(0)),
+            barcode=p.get("barcode", ""),
+            description=p.get("description", ""),
+        )
+        for p in data.pop("parcels")
+    ]
+    return shipment_create(
+        consignee=consignee, parcels=parcels, actor=actor, source=source, **data
+    )
 
 
 def _legs_create(
@@ -451,7 +490,3 @@ def shipment_tracking_token(shipment: Shipment) -> str:
     return tracking_token_make(
         salt=shipment.tracking_salt, version=shipment.tracking_version
     )
-
-
-def legs_started(shipment: Shipment) -> bool:
-    return shipment.legs.filter(status__in=LEG_STARTED).exists()

@@ -31,7 +31,7 @@ from .serializers import (
 from .services import (
     leg_transition,
     shipment_cancel,
-    shipment_create,
+    shipment_create_from_input,
     shipment_replan,
     tracking_link_reissue,
 )
@@ -127,8 +127,8 @@ class ShipmentViewSet(
     def create(self, request):
         payload = ShipmentInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        created = shipment_create(
-            **payload.to_service_kwargs(), actor=request.user, source="api"
+        created = shipment_create_from_input(
+            data=payload.validated_data, actor=request.user, source="api"
         )
         shipment = shipment_list_for_dispatch().get(pk=created.shipment.pk)
         body = ShipmentCreatedSerializer(

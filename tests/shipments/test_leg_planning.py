@@ -123,12 +123,17 @@ def test_an_unreachable_origin_through_the_api_is_a_400_naming_the_field(
         "parcels": [{"weight_kg": "1.0"}],
     }
 
+    from shipments.models import Party
+
+    parties_before = Party.objects.count()
+
     response = dispatcher_client.post("/api/v1/shipments/", body, format="json")
 
     assert response.status_code == 400
     assert response.json()["code"] == "no_reachable_hub"
     assert "origin" in response.json()
     assert not Shipment.objects.filter(reference="PARIS-1").exists()
+    assert Party.objects.count() == parties_before  # no orphan consignee
 
 
 def test_replanning_after_the_first_mile_starts_from_the_hub_reached(hubs, dispatcher):

@@ -294,3 +294,31 @@ def test_required_skills_are_kept_and_validated(hubs, dispatcher_client, shipper
     assert good.json()["required_skills"] == ["refrigerated"]
     assert bad.status_code == 400
     assert "required_skills" in bad.json()
+
+
+def test_hubs_are_created_and_updated_with_their_location(dispatcher_client):
+    body = {
+        "code": "cnn-hub",
+        "name": "Cannes hub",
+        "kind": "depot",
+        "location": {"address": "Rue d'Antibes, Cannes", "latitude": 43.5528, "longitude": 7.0174},
+        "cutoff_times": ["11:00"],
+    }
+    created = dispatcher_client.post("/api/v1/hubs/", body, format="json")
+    assert created.status_code == 201, created.content
+    hub_id = created.json()["id"]
+
+    bad = dispatcher_client.patch(
+        f"/api/v1/hubs/{hub_id}/", {"location": {"latitude": 91}}, format="json"
+    )
+    moved = dispatcher_client.patch(
+        f"/api/v1/hubs/{hub_id}/",
+        {"name": "Cannes La Bocca", "location": {"latitude": 43.5500}},
+        format="json",
+    )
+
+    assert bad.status_code == 400
+    assert moved.status_code == 200
+    assert moved.json()["name"] == "Cannes La Bocca"
+    assert moved.json()["location"]["latitude"] == 43.55
+    assert moved.json()["location"]["longitude"] == 7.0174
