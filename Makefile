@@ -45,5 +45,15 @@ bench-driver-api: install
 bench-live: install
 	$(PY) bench/live.py --clients 50 --drivers 10 --duration 30 --json bench/results/live.json
 
+# The [FAULT] and [LOAD] tiers of RELIABILITY.md (about 45 min; a private PostgreSQL
+# on 5440 and Redis on 6390 in a temporary directory). Results: reliability/results/.
+# RELIABILITY_ARGS="R2 R8 --quick" runs some targets, shortened.
+reliability: $(VENV)/.reliability-installed
+	$(PY) -m reliability.run $(RELIABILITY_ARGS)
+
+$(VENV)/.reliability-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,reliability]'
+	touch $@
+
 clean:
 	rm -rf .local $(VENV)
