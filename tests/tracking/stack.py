@@ -54,6 +54,11 @@ def celery_worker(env: dict | None = None, name: str = "worker"):
     # Tasks queued by earlier tests (their rows are gone) would be worked off
     # first and delay this module's own: start from an empty queue.
     app.control.purge()
+    # A purged relay task may still hold its queue slot (tracking.kick): free it,
+    # or the first kick of this module finds it taken and queues nothing.
+    from tracking.kick import RELAY_PENDING_KEY, queue_slot_release
+
+    queue_slot_release(RELAY_PENDING_KEY)
     worker = subprocess.Popen(
         [str(ROOT / ".venv/bin/celery"), "-A", "config", "worker", "--pool=solo", "-l", "warning"],
         cwd=ROOT, env=env or stack_env(), stdout=open(LOGS / f"{name}.log", "w"), stderr=subprocess.STDOUT,
