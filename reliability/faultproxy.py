@@ -9,6 +9,11 @@ Modes, switchable while running (``proxy.mode = …``) or per connection by chan
 * ``cut_response`` forward the whole request, let the server answer, then drop the
   connection before the first response byte reaches the client (the server has
   committed; the client never learns it: the case idempotency keys exist for)
+* ``reset_request_body``  forward the request head and half of its body, then
+  reset: the server never sees a whole request
+* ``reset_response_body`` forward the whole request, let the server answer, pass
+  the response head and half of its body, then reset: the server has committed
+  and the client holds a status line it must not trust
 
 Usage as a script: ``python -m reliability.faultproxy --listen 127.0.0.1:9000
 --target 127.0.0.1:8000 --mode cut_response``.
@@ -22,10 +27,18 @@ import contextlib
 import random
 import socket
 import struct
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-MODES = ("pass", "delay", "blackhole", "reset", "cut_response")
+MODES = (
+    "pass", "delay", "blackhole", "reset", "cut_response",
+    "reset_request_body", "reset_response_body",
+)
 CHUNK_BYTES = 65536
+# How long a ``reset_*_body`` mode waits for the whole message it cuts in half.
+MESSAGE_TIMEOUT_SECONDS = 30.0
+RESET_PAUSE_SECONDS = 0.1
 
 
 @dataclass
@@ -36,10 +49,15 @@ class FaultMix:
     reset: float = 0.0
     delay: float = 0.0
     blackhole: float = 0.0
+    reset_request_body: float = 0.0
+    reset_response_body: float = 0.0
 
     def draw(self, rng: random.Random) -> str:
         roll = rng.random()
-        for mode in ("cut_response", "reset", "delay", "blackhole"):
+        for mode in (
+            "cut_response", "reset", "delay", "blackhole",
+            "reset_request_body", "reset_response_body",
+        ):
             chance = getattr(self, mode)
             if roll < chance:
                 return mode
@@ -73,6 +91,45 @@ class FaultProxy:
             self._server.close()
             await self._server.wait_closed()
 
+    async def _shutdown(self) -> None:
+        """Stop listening and drop the connections still open."""
+        await self.stop()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    def make_clean(self) -> None:
+        """Every new connection passes from now on (connections already open
+        keep the mode they drew)."""
+        self.mix = None
+        self.mode = "pass"
+
+    @contextlib.contextmanager
+    def serving_in_thread(self) -> Iterator[FaultProxy]:
+        """Run the proxy on its own event loop in a thread, so that clients
+        blocking their own loop never stall the network they go through."""
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+
+        def serve() -> None:
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self.start())
+            started.set()
+            loop.run_forever()
+
+        thread = threading.Thread(target=serve, name="fault-proxy", daemon=True)
+        thread.start()
+        if not started.wait(10):
+            raise RuntimeError("fault proxy did not start")
+        try:
+            yield self
+        finally:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10)
+            loop.close()
+
     async def _handle(self, client_reader, client_writer) -> None:
         mode = self.mix.draw(self._rng) if self.mix else self.mode
         self.counts[mode] = self.counts.get(mode, 0) + 1
@@ -87,6 +144,15 @@ class FaultProxy:
                 self.target_host, self.target_port
             )
         except OSError:
+            _abort(client_writer)
+            return
+        if mode in ("reset_request_body", "reset_response_body"):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self._half_message(mode, client_reader, client_writer, upstream_reader, upstream_writer),
+                    MESSAGE_TIMEOUT_SECONDS,
+                )
+            _abort(upstream_writer)
             _abort(client_writer)
             return
         to_server = asyncio.create_task(self._pipe(client_reader, upstream_writer, mode, upstream=True))
@@ -104,6 +170,22 @@ class FaultProxy:
         closer = _abort if failed else _close
         closer(upstream_writer)
         closer(client_writer)
+
+    async def _half_message(self, mode, client_reader, client_writer, upstream_reader, upstream_writer):
+        """Pass one HTTP exchange up to the middle of the request body (or of the
+        response body); the caller then resets both sides."""
+        request = await _read_http_message(client_reader)
+        if mode == "reset_request_body":
+            upstream_writer.write(request[: _middle_of_body(request)])
+            await upstream_writer.drain()
+            return
+        upstream_writer.write(request)
+        await upstream_writer.drain()
+        response = await _read_http_message(upstream_reader)
+        client_writer.write(response[: _middle_of_body(response)])
+        await client_writer.drain()
+        # The client reads the status line and half the body before the line dies.
+        await asyncio.sleep(RESET_PAUSE_SECONDS)
 
     async def _pipe(self, reader, writer, mode: str, *, upstream: bool) -> None:
         sent = 0
@@ -128,6 +210,46 @@ class FaultProxy:
             writer.write(data)
             await writer.drain()
             sent += len(data)
+
+
+async def _read_http_message(reader) -> bytes:
+    """One HTTP/1.1 message: its head and a body framed by Content-Length or
+    chunked encoding (else whatever comes until the peer closes)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await reader.read(CHUNK_BYTES)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    headers = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip().lower()
+    def complete() -> bool:
+        if b"content-length" in headers:
+            return len(body) >= int(headers[b"content-length"])
+        if headers.get(b"transfer-encoding") == b"chunked":
+            return body.endswith(b"0\r\n\r\n")
+        return not head.startswith(b"HTTP/")  # a request without a body is complete
+    while not complete():
+        chunk = await reader.read(CHUNK_BYTES)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def _middle_of_body(message: bytes) -> int:
+    """The offset half-way through the body (half-way through the head when
+    there is no body)."""
+    head_end = message.find(b"\r\n\r\n") + 4
+    if head_end < 4:
+        return len(message) // 2
+    body_length = len(message) - head_end
+    if body_length == 0:
+        return head_end // 2
+    return head_end + max(1, body_length // 2)
 
 
 def _close(writer) -> None:
