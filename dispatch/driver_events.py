@@ -472,11 +472,16 @@ def _stop_arrive(stop: RouteStop, at: datetime) -> None:
         stop.actual_arrival = at
 
 
-def _stop_settle(stop: RouteStop) -> None:
-    """A served stop's outcome from its legs: completed when at least one leg
-    succeeded, failed when none did; unchanged while a leg is still to do."""
+def _stop_settle(
+    stop: RouteStop, *, ignore: set[int] | frozenset[int] = frozenset()
+) -> None:
+    """A served stop's outcome from its legs (except those in ``ignore``):
+    completed when at least one leg succeeded, failed when none did; unchanged
+    while a leg is still to do."""
     statuses = list(
-        stop.legs.exclude(status=LegStatus.CANCELLED).values_list("status", flat=True)
+        stop.legs.exclude(status=LegStatus.CANCELLED)
+        .exclude(pk__in=ignore)
+        .values_list("status", flat=True)
     )
     if stop.kind == RouteStop.Kind.PICKUP:
         open_, success = LEG_BEFORE_PICKUP, LEG_PICKED
@@ -715,6 +720,8 @@ def _on_delivery_failed(batch, item, route, stop):
             "invalid_failure_reason",
             f"reason must be one of {', '.join(FAILURE_REASONS)}.",
         )
+    if _skipped_by_route_finish(route, stop):
+        return _fail_after_route_finished(batch, item, route, stop)
     _require_open(route, stop)
     before = (
         LEG_BEFORE_PICKUP if stop.kind == RouteStop.Kind.PICKUP else LEG_BEFORE_DELIVERY
@@ -729,6 +736,15 @@ def _on_delivery_failed(batch, item, route, stop):
             current_state=_state_of(route, stop),
         )
     _route_begin(batch, item, route)
+    decisions = _legs_fail(batch, item, route, stop, legs)
+    _stop_arrive(stop, item.occurred_at)
+    _stop_settle(stop)
+    stop.save(update_fields=["status", "actual_arrival"])
+    return {**_state_of(route, stop), "policy": decisions}
+
+
+def _legs_fail(batch, item, route, stop, legs: list[Leg]) -> list[dict[str, Any]]:
+    """Each leg to ``failed`` with the item's reason, then the failure policy."""
     decisions = []
     for leg in legs:
         _leg_advance(
@@ -753,10 +769,58 @@ def _on_delivery_failed(batch, item, route, stop):
                 ),
             }
         )
+    return decisions
+
+
+def _skipped_by_route_finish(route: Route, stop: RouteStop) -> bool:
+    """Skipped because the driver finished the route (not moved by a dispatcher)."""
+    return (
+        stop.status == RouteStop.Status.SKIPPED
+        and route.status == Route.Status.COMPLETED
+        and getattr(stop, "reassigned_to", None) is None
+    )
+
+
+def _fail_after_route_finished(batch, item, route, stop):
+    """A failed attempt that reaches the server after ``route_finished``.
+
+    The phone may upload its queue out of order, so the finish can overtake an
+    attempt made before it. The attempt's outcome beats the finish's "skipped"
+    whatever the arrival order: the stop ends failed, and the legs the finish
+    gave back to the pool are failed now and go through the failure policy, as
+    they would have had the items arrived in device order. Legs a dispatcher
+    has put on another stop since are left to that plan.
+    """
+    own = _stop_legs(stop, item.barcode, route)
+    held = _legs_held_elsewhere(stop)
+    legs = [
+        leg for leg in own if leg.status == LegStatus.PLANNED and leg.pk not in held
+    ]
+    if not legs and all(leg.pk not in held for leg in own):
+        raise EventRejected(
+            "nothing_to_fail",
+            "Every parcel of this stop is already handled.",
+            current_state=_state_of(route, stop),
+        )
+    decisions = _legs_fail(batch, item, route, stop, legs)
     _stop_arrive(stop, item.occurred_at)
-    _stop_settle(stop)
+    stop.status = RouteStop.Status.ARRIVED  # reopened for its outcome, settled below
+    _stop_settle(stop, ignore=held)
     stop.save(update_fields=["status", "actual_arrival"])
     return {**_state_of(route, stop), "policy": decisions}
+
+
+def _legs_held_elsewhere(stop: RouteStop) -> set[int]:
+    """The stop's legs that another stop, still live or done, holds now."""
+    elsewhere = RouteStop.objects.exclude(pk=stop.pk).exclude(
+        status__in=(RouteStop.Status.SKIPPED, RouteStop.Status.FAILED)
+    )
+    # From Leg, not stop.legs: the related manager would reuse its own join.
+    return set(
+        Leg.objects.filter(
+            pk__in=stop.legs.values("pk"), route_stops__in=elsewhere
+        ).values_list("pk", flat=True)
+    )
 
 
 def _on_departed(batch, item, route, stop):
@@ -878,6 +942,12 @@ def _on_route_finished(batch, item, route, stop):
                     route=route,
                     stop=unserved_stop,
                     reason=NOT_ATTEMPTED,
+                )
+                # The move to failed counted an attempt; there was none. Counting
+                # it would bring a return closer, and a real failure reported late
+                # for this stop (counted then) would count twice.
+                Leg.objects.filter(pk=leg.pk).update(
+                    attempt_count=F("attempt_count") - 1
                 )
                 leg_failure_resolve(
                     leg_id=leg.pk,

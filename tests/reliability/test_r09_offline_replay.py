@@ -497,20 +497,10 @@ def _late_item_scene(hub, late_type: str, **late_fields):
     return _state(route, stops)["stops"][0]
 
 
-R9_LATE_FAILURE_GAP = pytest.mark.xfail(
-    strict=True,
-    reason="product gap (issue #6, R9): a delivery_failed item whose device seq precedes "
-    "route_finished but which arrives after it is rejected as stop_already_skipped, so the "
-    "outcome depends on arrival order (dispatch.driver_events._on_delivery_failed)",
-)
-
-
 @pytest.mark.parametrize(
     ("late_type", "fields", "expected"),
     [
-        pytest.param(
-            "delivery_failed", {"reason": "not_home"}, "failed", marks=R9_LATE_FAILURE_GAP
-        ),
+        ("delivery_failed", {"reason": "not_home"}, "failed"),
         ("delivered", {}, "completed"),
     ],
 )
