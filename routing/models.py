@@ -56,6 +56,9 @@ class OptimizationJob(models.Model):
         related_name="+",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the job last (re-)entered the queue: at creation, and when the
+    # recovery sweep gives a dead attempt's job back to the queue.
+    queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -202,6 +205,44 @@ class RouteStop(models.Model):
 
     def __str__(self) -> str:
         return f"stop {self.sequence} of route {self.route_id} ({self.kind})"
+
+
+class OptimizationAttempt(models.Model):
+    """One delivery that claimed a job: who ran it, when, and how it ended.
+
+    Opened by the claim, closed in the same transaction as whatever ends it: the
+    job's finish, a takeover by a later attempt, or the recovery sweep giving the
+    job back to the queue after the attempt's worker died. ``last_seen_at`` is the
+    attempt's last heartbeat, so a lost attempt shows how far it got.
+    """
+
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        LOST = "lost", "Lost (its worker died)"
+
+    job = models.ForeignKey(
+        OptimizationJob, on_delete=models.CASCADE, related_name="attempt_log"
+    )
+    number = models.PositiveSmallIntegerField()
+    run_token = models.UUIDField(unique=True)
+    worker = models.CharField(max_length=200, blank=True)  # "host:pid" of the solver
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, blank=True)
+
+    class Meta:
+        ordering = ["job_id", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "number"], name="optimization_attempt_number_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of optimization {self.job_id}"
 
 
 FINISHED_JOB_STATUSES = frozenset(

@@ -53,7 +53,13 @@ from shipments.outbox import optimization_group, outbox_enqueue
 from shipments.states import InvalidTransition, Mile
 
 from . import problem_builder
-from .models import OptimizationJob, OptimizationPart, Route, RouteStop
+from .models import (
+    OptimizationAttempt,
+    OptimizationJob,
+    OptimizationPart,
+    Route,
+    RouteStop,
+)
 from .problem_builder import BuiltProblem
 from .solver import decompose
 from .solver.checker import check_solution
@@ -68,10 +74,11 @@ logger = logging.getLogger(__name__)
 S = OptimizationJob.Status
 
 # The lifecycle of a job. RUNNING → RUNNING is a new attempt taking over from a
-# dead one (its heartbeat stopped).
+# dead one (its heartbeat stopped); RUNNING → QUEUED is the recovery sweep giving
+# a dead attempt's job back to the queue, so "running" always means a live solver.
 JOB_TRANSITIONS: dict[str, frozenset[str]] = {
     S.QUEUED: frozenset({S.RUNNING, S.CANCELLED, S.FAILED}),
-    S.RUNNING: frozenset({S.RUNNING, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
+    S.RUNNING: frozenset({S.RUNNING, S.QUEUED, S.SUCCEEDED, S.FAILED, S.CANCELLED}),
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),
@@ -87,8 +94,9 @@ LEASE_SECONDS = 15
 # Progress reaches the job row and the channel group at most this often: never
 # more than 4 messages inside any one second.
 PROGRESS_MIN_INTERVAL_SECONDS = 0.3
-# The recovery sweep re-sends jobs stuck this long (see optimization_job_recover_stale).
-RECOVER_RUNNING_AFTER_SECONDS = 2 * LEASE_SECONDS
+# The recovery sweep gives back to the queue a running job whose attempt is dead:
+# silent for a lease, or at once when its process on this host is gone. A job
+# queued this long without being claimed has its message sent again (it was lost).
 RECOVER_QUEUED_AFTER_SECONDS = 300
 # The task's soft limit covers the search plus building, checking and saving;
 # the hard limit is a backstop above it.
@@ -382,6 +390,7 @@ def optimization_job_create(
         created_by=created_by
         if getattr(created_by, "is_authenticated", False)
         else None,
+        queued_at=timezone.now(),
     )
     job.seed = job.pk  # reproducible: the same job searches the same way on a re-run
     job.save(update_fields=["seed"])
@@ -445,6 +454,7 @@ def _finish(
     _move(job, status)
     job.error = error[:4000]
     job.finished_at = timezone.now()
+    _attempt_close(job, outcome=status, now=job.finished_at)
     job.heartbeat_at = None
     if statistics is not None:
         job.statistics = statistics
@@ -470,6 +480,55 @@ def _lock(job_id: int) -> OptimizationJob:
     return OptimizationJob.objects.select_for_update().get(pk=job_id)
 
 
+def _attempt_close(job: OptimizationJob, *, outcome: str, now: datetime) -> None:
+    """End the job's current attempt, if one is open (inside the job's lock)."""
+    if job.run_token is None:
+        return
+    lost = outcome == OptimizationAttempt.Outcome.LOST
+    OptimizationAttempt.objects.filter(
+        job=job, run_token=job.run_token, ended_at__isnull=True
+    ).update(
+        ended_at=now,
+        outcome=outcome,
+        # A lost attempt was last seen at its last heartbeat; the others now.
+        last_seen_at=job.heartbeat_at if lost else now,
+    )
+
+
+def _process_is_gone(worker: str) -> bool:
+    """True when ``worker`` ("host:pid") ran on this host and no such process
+    exists any more. A process elsewhere, or a pid in use again, is not known
+    to be gone: the heartbeat lease decides for those."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it exists (owned by another user)
+    return False
+
+
+def _attempt_is_dead(job: OptimizationJob, *, now: datetime) -> bool:
+    """A running job's attempt has stopped: its heartbeat is older than the lease,
+    or its process on this host is gone (a killed worker, noticed at once).
+
+    Mistaking a live attempt for a dead one costs only work: the run token
+    stops the old attempt's writes, so one result is saved either way."""
+    if job.heartbeat_at is None or (
+        (now - job.heartbeat_at).total_seconds() >= LEASE_SECONDS
+    ):
+        return True
+    worker = (
+        OptimizationAttempt.objects.filter(job=job, run_token=job.run_token)
+        .values_list("worker", flat=True)
+        .first()
+    )
+    return bool(worker) and _process_is_gone(worker)
+
+
 @dataclass(frozen=True)
 class Claim:
     job: OptimizationJob
@@ -487,13 +546,14 @@ def optimization_job_claim(*, job_id: int, now: datetime | None = None) -> Claim
         job = _lock(job_id)
         if job.is_finished:
             return Claim(job, None)
-        if job.status == S.RUNNING and job.heartbeat_at is not None:
-            age_seconds = (now - job.heartbeat_at).total_seconds()
-            if age_seconds < LEASE_SECONDS:
+        if job.status == S.RUNNING:
+            if not _attempt_is_dead(job, now=now):
+                age_seconds = (now - job.heartbeat_at).total_seconds()
                 raise OptimizationJobBusy(
                     job_id=job.pk,
                     retry_after_seconds=math.ceil(LEASE_SECONDS - age_seconds) + 1,
                 )
+            _attempt_close(job, outcome=OptimizationAttempt.Outcome.LOST, now=now)
         if job.cancel_requested:
             # Queued, or its attempt died: there is no search whose best could be kept.
             return Claim(
@@ -517,6 +577,14 @@ def optimization_job_claim(*, job_id: int, now: datetime | None = None) -> Claim
         job.started_at = job.started_at or now
         job.progress = 0
         job.error = ""
+        OptimizationAttempt.objects.create(
+            job=job,
+            number=job.attempts,
+            run_token=job.run_token,
+            worker=_solver_name(),
+            started_at=now,
+            last_seen_at=now,
+        )
         job.save(
             update_fields=[
                 "status",
@@ -1110,31 +1178,51 @@ def optimization_job_cancel(*, job_id: int, keep_best: bool = True) -> Optimizat
 
 
 def optimization_job_recover_stale(*, now: datetime | None = None) -> list[int]:
-    """Send again the jobs nobody is running: running with a dead heartbeat (the
-    worker died and its message was acknowledged, e.g. after a hard time limit)
-    or queued for long (the message was lost). The claim decides what happens:
-    re-run, or give up after MAX_ATTEMPTS.
+    """Give back to the queue the jobs nobody is running, and send them again.
+
+    A running job whose attempt is dead (see _attempt_is_dead) goes back to
+    queued at once: its worker died holding the message, which the broker would
+    only deliver again after the visibility timeout (an hour). A job queued for
+    RECOVER_QUEUED_AFTER_SECONDS is sent again too (its message was lost). The
+    claim decides what happens: run, or give up after MAX_ATTEMPTS; a duplicate
+    message finds the job taken or finished and does nothing.
     """
     now = now or timezone.now()
-    stale = list(
-        OptimizationJob.objects.filter(
-            status=S.RUNNING,
-            heartbeat_at__lt=now - timedelta(seconds=RECOVER_RUNNING_AFTER_SECONDS),
-        ).values_list("pk", "time_limit_seconds")
-    ) + list(
+    requeued = [
+        job_id
+        for job_id in OptimizationJob.objects.filter(status=S.RUNNING).values_list(
+            "pk", flat=True
+        )
+        if _requeue_if_dead(job_id, now=now)
+    ]
+    forgotten = list(
         OptimizationJob.objects.filter(
             status=S.QUEUED,
-            created_at__lt=now - timedelta(seconds=RECOVER_QUEUED_AFTER_SECONDS),
-        ).values_list("pk", "time_limit_seconds")
+            queued_at__lt=now - timedelta(seconds=RECOVER_QUEUED_AFTER_SECONDS),
+        ).values_list("pk", flat=True)
     )
-    for job_id, time_limit_seconds in stale:
+    resent = requeued + forgotten
+    for job in OptimizationJob.objects.filter(pk__in=resent).only(
+        "pk", "time_limit_seconds"
+    ):
         optimization_job_run_task.apply_async(
-            args=[job_id],
-            **optimization_job_task_limits(
-                OptimizationJob(time_limit_seconds=time_limit_seconds)
-            ),
+            args=[job.pk], **optimization_job_task_limits(job)
         )
-    return [job_id for job_id, _ in stale]
+    return resent
+
+
+def _requeue_if_dead(job_id: int, *, now: datetime) -> bool:
+    with transaction.atomic():
+        job = _lock(job_id)
+        if job.status != S.RUNNING or not _attempt_is_dead(job, now=now):
+            return False
+        _attempt_close(job, outcome=OptimizationAttempt.Outcome.LOST, now=now)
+        _move(job, S.QUEUED)
+        job.queued_at = now
+        job.heartbeat_at = None
+        job.save(update_fields=["status", "queued_at", "heartbeat_at"])
+        _status_message(job)
+        return True
 
 
 # ---------------------------------------------------------------------------

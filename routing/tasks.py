@@ -9,11 +9,16 @@ to be delivered again), so every task is idempotent and says so with
   holds the job, takes over from a dead one, and gives up after
   ``MAX_ATTEMPTS`` (the delivery cap of a poison job).
 * ``optimization_job_recover_task``: only re-sends run tasks, which are idempotent.
+  Beat runs it periodically, and every worker sends it once when it starts: a
+  worker restarted after a crash is when its dead jobs are noticed (their
+  processes are gone), instead of an hour later when Redis would deliver their
+  unacknowledged messages again (the visibility timeout).
 """
 
 from __future__ import annotations
 
 from celery import shared_task
+from celery.signals import worker_ready
 from django.db import InterfaceError, OperationalError
 
 # A database outage is retried this often, each after the lease: long enough for
@@ -59,6 +64,11 @@ def optimization_job_recover_task() -> list[int]:
     from routing.services import optimization_job_recover_stale
 
     return optimization_job_recover_stale()
+
+
+@worker_ready.connect
+def _recover_jobs_when_a_worker_starts(**_kwargs) -> None:
+    optimization_job_recover_task.delay()
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, idempotent=True)

@@ -5,7 +5,10 @@ test_jobs_worker.py."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
+import socket
+import subprocess
 import threading
 import time
 from datetime import timedelta
@@ -15,7 +18,7 @@ from django.db import connection
 from django.utils import timezone
 
 from routing import services
-from routing.models import OptimizationJob, Route, RouteStop
+from routing.models import OptimizationAttempt, OptimizationJob, Route, RouteStop
 from routing.services import (
     LEASE_SECONDS,
     MAX_ATTEMPTS,
@@ -372,6 +375,11 @@ def test_a_dead_attempt_is_taken_over_and_cannot_save_afterwards(hubs):
     assert after.status == S.SUCCEEDED
     assert after.run_token != dead.run_token
     assert set(Route.objects.filter(job=job).values_list("pk", flat=True)) == routes
+    first, second = OptimizationAttempt.objects.filter(job=job).order_by("number")
+    assert (first.run_token, first.outcome) == (dead.run_token, "lost")
+    assert first.last_seen_at < first.ended_at <= second.started_at
+    assert (second.run_token, second.outcome) == (job.run_token, "succeeded")
+    assert second.started_at < second.ended_at == job.finished_at
 
 
 def test_a_job_whose_attempts_all_died_is_given_up(hubs):
@@ -402,12 +410,58 @@ def test_recovery_resends_jobs_nobody_runs_and_only_those(hubs):
         status=S.RUNNING, heartbeat_at=now
     )
     OptimizationJob.objects.filter(pk=old_queued.pk).update(
-        created_at=now - timedelta(hours=1)
+        queued_at=now - timedelta(hours=1)
     )
 
     resent = optimization_job_recover_stale(now=now)
 
     assert sorted(resent) == sorted([dead.pk, old_queued.pk])
+    dead.refresh_from_db()
+    assert dead.status == S.QUEUED  # nobody runs it: it waits for its new message
+    assert dead.queued_at == now
+    fresh.refresh_from_db()
+    assert fresh.status == S.QUEUED
+    alive.refresh_from_db()
+    assert alive.status == S.RUNNING
+
+
+def gone_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    process = subprocess.run(
+        ["sh", "-c", "echo $$"], check=True, capture_output=True, text=True
+    )
+    return int(process.stdout)
+
+
+def test_a_job_whose_solver_process_is_gone_is_requeued_without_waiting_a_lease(
+    hubs,
+):
+    day = last_mile_day(hubs, count=2)
+    killed, alive = job_for(day), job_for(day)
+    for job, pid in ((killed, gone_pid()), (alive, os.getpid())):
+        claim = optimization_job_claim(job_id=job.pk)
+        OptimizationAttempt.objects.filter(run_token=claim.run_token).update(
+            worker=f"{socket.gethostname()}:{pid}"
+        )
+
+    resent = optimization_job_recover_stale()  # both heartbeats are fresh
+
+    assert resent == [killed.pk]
+    killed.refresh_from_db()
+    assert killed.status == S.QUEUED
+    attempt = OptimizationAttempt.objects.get(job=killed)
+    assert attempt.outcome == "lost"
+    assert attempt.ended_at is not None
+    assert OptimizationJob.objects.get(pk=alive.pk).status == S.RUNNING
+    assert status_messages(killed) == ["queued", "running", "queued"]
+
+    job = optimization_job_run(job_id=killed.pk)  # the message sent again
+
+    assert job.status == S.SUCCEEDED
+    assert job.attempts == 2
+    assert list(
+        OptimizationAttempt.objects.filter(job=job).values_list("number", "outcome")
+    ) == [(1, "lost"), (2, "succeeded")]
 
 
 # ---------------------------------------------------------------------------
