@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from .models import (
+    DeadLetter,
     Hub,
     IdempotencyRecord,
     Leg,
@@ -11,6 +12,7 @@ from .models import (
     Shipment,
     ShipmentEvent,
 )
+from .taskguard import dead_letter_requeue
 
 
 @admin.register(Location)
@@ -117,3 +119,31 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 class IdempotencyRecordAdmin(admin.ModelAdmin):
     list_display = ["principal", "key", "method", "path", "status_code", "created_at"]
     search_fields = ["key", "principal"]
+
+
+@admin.register(DeadLetter)
+class DeadLetterAdmin(admin.ModelAdmin):
+    """Tasks that went over the delivery cap (shipments.taskguard)."""
+
+    list_display = [
+        "task_name",
+        "task_id",
+        "deliveries",
+        "first_seen_at",
+        "last_seen_at",
+        "requeued_at",
+        "requeue_count",
+    ]
+    list_filter = ["task_name"]
+    search_fields = ["task_id", "task_name"]
+    readonly_fields = [f.name for f in DeadLetter._meta.fields]
+    actions = ["requeue"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.action(description="Re-queue the selected tasks (with a fresh delivery count)")
+    def requeue(self, request, queryset) -> None:
+        for letter in queryset:
+            dead_letter_requeue(dead_letter_id=letter.pk)
+        self.message_user(request, f"{queryset.count()} task(s) re-queued.")

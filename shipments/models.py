@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from .states import LegStatus, Mile, ShipmentStatus, TransportMode
 
@@ -406,3 +407,46 @@ class RateCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}={self.count}"
+
+
+class TaskDelivery(models.Model):
+    """How many times a Celery task message reached a worker without finishing.
+
+    Written when a delivery starts and deleted when it finishes (success,
+    failure or retry), so a row that stays is a task whose worker died under
+    it. Kept in PostgreSQL because the broker (Redis) can lose its own
+    bookkeeping; read by ``shipments.taskguard`` to enforce the delivery cap.
+    """
+
+    task_id = models.CharField(max_length=255, primary_key=True)
+    task_name = models.CharField(max_length=200)
+    deliveries = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.task_name}[{self.task_id}] ×{self.deliveries}"
+
+
+class DeadLetter(models.Model):
+    """A task delivered more times than the cap allows: no longer run, kept
+    here for an operator to inspect and re-queue (admin action or
+    ``manage.py deadletter_requeue``)."""
+
+    task_id = models.CharField(max_length=255, unique=True)
+    task_name = models.CharField(max_length=200, db_index=True)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    deliveries = models.PositiveIntegerField()
+    last_error = models.TextField(blank=True)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    requeued_at = models.DateTimeField(null=True, blank=True)
+    requeue_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-last_seen_at"]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}[{self.task_id}]"
