@@ -1,6 +1,8 @@
 """Location pings: a driver's batch of GPS fixes, judged one by one and stored once.
 
-    batch ──▶ each fix checked (range, accuracy, not in the future, not a jump
+    batch ──▶ per-device limit (an atomic counter; over it: 429 + Retry-After,
+              nothing stored, the phone resends later with the same key)
+          ──▶ each fix checked (range, accuracy, not in the future, not a jump
               faster than any vehicle from the fix before it in time)
           ──▶ INSERT … ON CONFLICT DO NOTHING on (driver, device, fix time):
               a re-sent batch stores nothing twice
@@ -15,19 +17,27 @@ ORM's ``bulk_create(ignore_conflicts=True)`` cannot say which rows were new.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from rest_framework.exceptions import Throttled
 
 from shipments.outbox import DASHBOARD_GROUP, driver_group, outbox_enqueue
+from shipments.ratelimit import rate_limit_count
 
 from .models import DriverPosition, LocationPing
 from .selectors import driver_route_current
 from .signals import route_activity_send_on_commit
 
 MAX_PINGS_PER_BATCH = 500
+# A phone sends a batch every few seconds; 120 a minute leaves room for an
+# offline queue to catch up (500 fixes a batch) and stops a runaway client.
+DEFAULT_PING_BATCHES_PER_DEVICE_PER_MINUTE = 120
+PING_LIMIT_WINDOW_SECONDS = 60
 # Faster than any vehicle in the fleet (250 km/h), after allowing for both fixes' accuracy.
 MAX_SPEED_MPS = 70.0
 MAX_ACCURACY_METERS = 5_000.0
@@ -51,6 +61,39 @@ class PingBatchResult:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[dict] = field(default_factory=list)  # {"index", "reason"}
+
+
+class PingRateLimited(Throttled):
+    """Too many batches from one device this minute (429 with Retry-After).
+
+    A DRF exception on purpose: the API's error handler answers it with the
+    ``Retry-After`` header the phone's upload queue obeys.
+    """
+
+    default_detail = "Too many ping batches from this device; retry later."
+    default_code = "ping_rate_limited"
+
+
+def ping_batches_per_device_limit() -> int:
+    return getattr(
+        settings,
+        "PING_BATCHES_PER_DEVICE_PER_MINUTE",
+        DEFAULT_PING_BATCHES_PER_DEVICE_PER_MINUTE,
+    )
+
+
+def ping_rate_limit_check(*, driver_id: int, device_id: str) -> None:
+    """Count one batch for the device; raise ``PingRateLimited`` over the limit.
+
+    An atomic counter (Redis ``INCR``, PostgreSQL row while Redis is down), so
+    50 batches at once against a limit of 20 admit 20, never more.
+    """
+    count = rate_limit_count(
+        key=f"pings:{driver_id}:{device_id}", window_seconds=PING_LIMIT_WINDOW_SECONDS
+    )
+    if count > ping_batches_per_device_limit():
+        left = PING_LIMIT_WINDOW_SECONDS - time.time() % PING_LIMIT_WINDOW_SECONDS
+        raise PingRateLimited(wait=max(1, math.ceil(left)))
 
 
 def distance_meters(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
@@ -117,6 +160,7 @@ def driver_pings_record(
     pings: list[PingInput],
     now: datetime | None = None,
 ) -> PingBatchResult:
+    ping_rate_limit_check(driver_id=driver_id, device_id=device_id)
     now = now or timezone.now()
     result = PingBatchResult()
     candidates: list[tuple[int, PingInput]] = []

@@ -88,6 +88,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.DatabaseUnavailableMiddleware",
     "config.middleware.BodySizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -123,6 +124,16 @@ if DATABASE_URL:
     # persistent ones pile up until PostgreSQL refuses clients (measured).
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # While PostgreSQL restarts or is unreachable a request must fail fast (503,
+    # config.middleware) rather than hold a web worker: connecting gives up after
+    # DB_CONNECT_TIMEOUT_SECONDS, and TCP keepalives notice a server that vanished
+    # without closing the socket (a query would otherwise wait for minutes).
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options.setdefault("connect_timeout", env.int("DB_CONNECT_TIMEOUT_SECONDS", default=3))
+    options.setdefault("keepalives", 1)
+    options.setdefault("keepalives_idle", 10)
+    options.setdefault("keepalives_interval", 3)
+    options.setdefault("keepalives_count", 3)
 elif DEBUG:
     DATABASES = {
         "default": {
@@ -138,6 +149,10 @@ elif DEBUG:
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 else:
     raise ImproperlyConfigured("DATABASE_URL is required when DEBUG is off.")
+# What a 503 answers while the database is unavailable (config.middleware).
+DATABASE_UNAVAILABLE_RETRY_AFTER_SECONDS = env.int(
+    "DATABASE_UNAVAILABLE_RETRY_AFTER_SECONDS", default=5
+)
 
 # ---------------------------------------------------------------------------
 # Redis: channel layer, Celery broker, cache; in-process fallbacks without it
