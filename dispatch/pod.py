@@ -32,6 +32,7 @@ from shipments.events import event_record
 from shipments.outbox import DASHBOARD_GROUP, driver_group, outbox_enqueue
 
 from .models import ProofOfDelivery
+from .pod_tasks import pod_thumbnail_queue
 
 POD_MAX_FILE_BYTES = 4 * 1024 * 1024
 POD_MAX_PIXELS = 40_000_000  # 40 MP: more than any phone camera, far less than a bomb
@@ -230,4 +231,6 @@ def pod_create(
             groups=[DASHBOARD_GROUP, driver_group(driver_id)],
             payload=details,
         )
+    if photo:
+        transaction.on_commit(lambda: pod_thumbnail_queue(pod_id=pod.pk))
     return pod
