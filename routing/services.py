@@ -1177,15 +1177,19 @@ def optimization_job_cancel(*, job_id: int, keep_best: bool = True) -> Optimizat
     return job
 
 
-def optimization_job_recover_stale(*, now: datetime | None = None) -> list[int]:
+def optimization_job_recover_stale(
+    *, now: datetime | None = None, worker_started: bool = False
+) -> list[int]:
     """Give back to the queue the jobs nobody is running, and send them again.
 
     A running job whose attempt is dead (see _attempt_is_dead) goes back to
     queued at once: its worker died holding the message, which the broker would
     only deliver again after the visibility timeout (an hour). A job queued for
-    RECOVER_QUEUED_AFTER_SECONDS is sent again too (its message was lost). The
-    claim decides what happens: run, or give up after MAX_ATTEMPTS; a duplicate
-    message finds the job taken or finished and does nothing.
+    RECOVER_QUEUED_AFTER_SECONDS is sent again too (its message was lost), and
+    every queued job when a worker has just started (``worker_started``): a
+    worker that died may have received their messages without claiming them
+    yet. The claim decides what happens: run, or give up after MAX_ATTEMPTS; a
+    duplicate message finds the job taken or finished and does nothing.
     """
     now = now or timezone.now()
     requeued = [
@@ -1195,12 +1199,12 @@ def optimization_job_recover_stale(*, now: datetime | None = None) -> list[int]:
         )
         if _requeue_if_dead(job_id, now=now)
     ]
-    forgotten = list(
-        OptimizationJob.objects.filter(
-            status=S.QUEUED,
-            queued_at__lt=now - timedelta(seconds=RECOVER_QUEUED_AFTER_SECONDS),
-        ).values_list("pk", flat=True)
-    )
+    queued = OptimizationJob.objects.filter(status=S.QUEUED).exclude(pk__in=requeued)
+    if not worker_started:
+        queued = queued.filter(
+            queued_at__lt=now - timedelta(seconds=RECOVER_QUEUED_AFTER_SECONDS)
+        )
+    forgotten = list(queued.values_list("pk", flat=True))
     resent = requeued + forgotten
     for job in OptimizationJob.objects.filter(pk__in=resent).only(
         "pk", "time_limit_seconds"

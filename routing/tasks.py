@@ -59,16 +59,16 @@ def optimization_job_run_task(self, job_id: int) -> str:
 
 
 @shared_task(acks_late=True, idempotent=True)
-def optimization_job_recover_task() -> list[int]:
+def optimization_job_recover_task(worker_started: bool = False) -> list[int]:
     """Re-send jobs that nobody runs (see optimization_job_recover_stale)."""
     from routing.services import optimization_job_recover_stale
 
-    return optimization_job_recover_stale()
+    return optimization_job_recover_stale(worker_started=worker_started)
 
 
 @worker_ready.connect
 def _recover_jobs_when_a_worker_starts(**_kwargs) -> None:
-    optimization_job_recover_task.delay()
+    optimization_job_recover_task.delay(worker_started=True)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, idempotent=True)

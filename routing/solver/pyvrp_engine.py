@@ -19,7 +19,13 @@ import pyvrp
 
 from routing.solver.problem import DEFAULT_UNASSIGNED_PENALTY, Problem, StopRef, Vehicle
 from routing.solver.progress import ProgressCallback, SearchWatch, StopCheck
-from routing.solver.solution import DELIVERY, PICKUP, Solution, assemble_solution, timed_route
+from routing.solver.solution import (
+    DELIVERY,
+    PICKUP,
+    Solution,
+    assemble_solution,
+    timed_route,
+)
 
 INT_MAX = 2**62  # "unbounded" for PyVRP's int64 fields, with headroom for sums
 
@@ -91,7 +97,8 @@ def build_data(problem: Problem) -> _Built:
         prize = 0 if required else min(INT_MAX // 1000, job.drop_penalty * 1000 * multiplier)
         if job.is_paired:
             p, d = job.pickup, job.delivery
-            assert p is not None and d is not None
+            assert p is not None
+            assert d is not None
             pw = p.time_windows[0] if p.time_windows else None
             dw = d.time_windows[0] if d.time_windows else None
             shipments.append(

@@ -425,6 +425,15 @@ def test_recovery_resends_jobs_nobody_runs_and_only_those(hubs):
     assert alive.status == S.RUNNING
 
 
+def test_a_starting_worker_resends_every_queued_job_a_dead_worker_may_have_held(hubs):
+    day = last_mile_day(hubs, count=2)
+    queued, running = job_for(day), job_for(day)
+    optimization_job_claim(job_id=running.pk)
+
+    assert optimization_job_recover_stale() == []  # nothing lost or dead
+    assert optimization_job_recover_stale(worker_started=True) == [queued.pk]
+
+
 def gone_pid() -> int:
     """The pid of a process that has exited (and been reaped)."""
     process = subprocess.run(
