@@ -171,6 +171,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
+            # Rate limits and queue slots run inside requests, each with a
+            # fallback: a Redis that is gone or frozen must fail them in about
+            # a second, not hold the request (redis-py waits forever by default).
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
         }
     }
 else:
@@ -200,8 +204,27 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A Redis outage must need nobody: the worker reconnects for as long as it takes
+# (the default gives up after 100 attempts, about 45 minutes, and exits).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Publishing happens after a request's commit (relay kick, ETA refresh, customer
+# message), and every caller copes with a failure (beat and the sweeps catch
+# up). One immediate retry renews a connection that went stale across a Redis
+# restart; kombu's default of three spaced retries held each request about
+# 0.6 s per publish while Redis was down.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.2,
+}
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS,
+    # A frozen Redis (no reset, no reply) must fail a publish, not hang it;
+    # above the 1 s BRPOP the worker polls with.
+    "socket_connect_timeout": 2,
+    "socket_timeout": 5,
+    "socket_keepalive": True,
 }
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
     "visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS
