@@ -8,7 +8,8 @@
               a re-sent batch stores nothing twice
           ──▶ latest position = the fix with the latest fix time (conditional upsert,
               so a late batch of old fixes never moves the driver backwards)
-          ──▶ one outbox message for the dashboard, ``route_activity`` after commit
+          ──▶ one outbox message for the dashboard; ``route_activity`` after commit
+              when the fixes enter a new 30-s slot (the ETA engine re-times the route)
 
 The statements are raw SQL: the ORM's ``bulk_create(ignore_conflicts=True)``
 cannot say which rows were new, and building ORM queries costs more CPU than
@@ -42,6 +43,7 @@ MAX_PINGS_PER_BATCH = 500
 # offline queue to catch up (500 fixes a batch) and stops a runaway client.
 DEFAULT_PING_BATCHES_PER_DEVICE_PER_MINUTE = 120
 PING_LIMIT_WINDOW_SECONDS = 60
+PING_ETA_REFRESH_SECONDS = 30
 # Faster than any vehicle in the fleet (250 km/h), after allowing for both fixes' accuracy.
 MAX_SPEED_MPS = 70.0
 MAX_ACCURACY_METERS = 5_000.0
@@ -58,6 +60,11 @@ class PingInput:
     recorded_at: datetime
     speed_mps: float | None = None
     heading_degrees: float | None = None
+
+
+@dataclass(frozen=True)
+class StoredPosition(PingInput):
+    route_id: int | None = None
 
 
 @dataclass
@@ -128,6 +135,24 @@ def ping_problem(ping: PingInput, *, now: datetime) -> str | None:
     return None
 
 
+def eta_refresh_due(
+    before: StoredPosition | None, latest: PingInput, route_id: int
+) -> bool:
+    """Whether this batch should ask the ETA engine to re-time the route.
+
+    ETAs move in minutes while phones send fixes every few seconds: a moving
+    driver's route is re-timed when the fix time enters a new
+    ``PING_ETA_REFRESH_SECONDS`` slot, on the first fix, and on a new route.
+    Stop events re-time at once (driver_events), and the sweep catches the rest.
+    """
+    if before is None or before.route_id != route_id:
+        return True
+    slot = PING_ETA_REFRESH_SECONDS
+    return int(before.recorded_at.timestamp() // slot) != int(
+        latest.recorded_at.timestamp() // slot
+    )
+
+
 def is_jump(a: PingInput, b: PingInput) -> bool:
     """Whether going from fix ``a`` to fix ``b`` needs a speed no vehicle has."""
     seconds = abs((b.recorded_at - a.recorded_at).total_seconds())
@@ -139,7 +164,7 @@ def is_jump(a: PingInput, b: PingInput) -> bool:
 # The driver's stored position and today's route (driver_route_current's rule:
 # the route under way, else the first published one) in one round trip.
 _POSITION_AND_ROUTE = (
-    "SELECT p.latitude, p.longitude, p.accuracy_meters, p.recorded_at, "
+    "SELECT p.latitude, p.longitude, p.accuracy_meters, p.recorded_at, p.route_id, "
     "(SELECT r.id FROM {route} r WHERE r.driver_id = %s AND r.service_date = %s "
     "AND r.status IN (%s, %s) "
     "ORDER BY CASE WHEN r.status = %s THEN 0 ELSE 1 END, r.planned_start, r.id LIMIT 1) "
@@ -178,7 +203,7 @@ def _as_datetime(value) -> datetime:
 
 def _position_and_route(
     *, driver_id: int, day: date
-) -> tuple[PingInput | None, int | None]:
+) -> tuple[StoredPosition | None, int | None]:
     sql = _POSITION_AND_ROUTE.format(
         route=Route._meta.db_table, position=DriverPosition._meta.db_table
     )
@@ -191,14 +216,16 @@ def _position_and_route(
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        latitude, longitude, accuracy, recorded_at, route_id = cursor.fetchone()
+        row = cursor.fetchone()
+    latitude, longitude, accuracy, recorded_at, position_route_id, route_id = row
     if latitude is None:
         return None, route_id
-    position = PingInput(
+    position = StoredPosition(
         latitude=latitude,
         longitude=longitude,
         accuracy_meters=accuracy,
         recorded_at=_as_datetime(recorded_at),
+        route_id=position_route_id,
     )
     return position, route_id
 
@@ -336,6 +363,6 @@ def driver_pings_record(
                 "recorded_at": latest.recorded_at.isoformat(),
             },
         )
-        if route is not None:
+        if route is not None and eta_refresh_due(position, latest, route):
             route_activity_send_on_commit(route)
     return result

@@ -241,6 +241,19 @@ def _restart_stats(rows: list[dict], restart: dict, next_start: float) -> dict:
     }
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU the processes used so far (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return round(total / ticks, 1)
+
+
 def _pings_check(stack: Stack, ledger: dict) -> dict:
     rows = stack.psql(
         DATABASE,
@@ -309,6 +322,7 @@ def run(stack: Stack, context: RunContext) -> list[Figure]:
     locust_log.close()
 
     restarts = []
+    locust_cpu = 0.0
     try:
         for mode, at_full, at_quick in RESTARTS:
             at = t0 + context.seconds(at_full, at_quick)
@@ -325,12 +339,20 @@ def run(stack: Stack, context: RunContext) -> list[Figure]:
                              "ready": ready})
             log.info("pg_ctl restart -m %s at %.0f s: down %.1f s, accepting after %.1f s",
                      mode, issued - t0, stopped - issued, ready - issued)
+        # The load generator's CPU, read just before it exits (it shares the cores).
+        while locust.poll() is None and time.time() < t0 + duration + DRAIN_SECONDS:
+            locust_cpu = _cpu_seconds([locust.pid])
+            time.sleep(1)
         locust.wait(timeout=run_seconds + 120)
     finally:
         if locust.poll() is None:
             locust.terminate()
             locust.wait(timeout=30)
         peak_web_rss = web.peak_rss_kib()
+        cpu_seconds = {
+            "gunicorn": _cpu_seconds([web.pid, *web.children()]),
+            "celery_worker": _cpu_seconds([worker.pid, *worker.children()]),
+        }
         worker.stop()
         web.stop()
 
@@ -355,6 +377,7 @@ def run(stack: Stack, context: RunContext) -> list[Figure]:
             sum(1 for r in rows if r["name"] == "pings" and t0 <= r["start"] < end) / duration, 1),
         "calm_seconds": round(sum(b - a for a, b in calm_windows), 1),
         "web_peak_rss_kib": peak_web_rss,
+        "cpu_seconds": {**cpu_seconds, "locust": locust_cpu},
         "cpus": os.cpu_count(),
         "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
     }
