@@ -46,6 +46,9 @@ def _is_complete_image(name: str) -> bool:
 
 def pod_thumbnail_render(photo: bytes) -> bytes:
     with Image.open(io.BytesIO(photo)) as image:
+        # A JPEG decodes straight at 1/2, 1/4 or 1/8 scale: several times
+        # faster than decoding 2048 px to throw most of it away.
+        image.draft("RGB", (POD_THUMBNAIL_MAX_SIDE, POD_THUMBNAIL_MAX_SIDE))
         image.thumbnail((POD_THUMBNAIL_MAX_SIDE, POD_THUMBNAIL_MAX_SIDE))
         out = io.BytesIO()
         image.convert("RGB").save(out, "JPEG", quality=80, optimize=True)
