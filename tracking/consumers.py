@@ -108,7 +108,9 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         cursor = after_seq
         sent = 0
         while sent < REPLAY_MAX_MESSAGES:
-            page = await database_sync_to_async(stream_page)(
+            # Off the thread that serves every sync view and consumer call of
+            # this process: a reconnecting dashboard must not queue behind them.
+            page = await database_sync_to_async(stream_page, thread_sensitive=False)(
                 after_seq=cursor, limit=AFTER_SEQ_MAX_LIMIT
             )
             for message in page["messages"]:
@@ -140,6 +142,10 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         seq = event.get("seq")
         if self.last_seq is not None and seq is not None and seq > self.last_seq + 1:
             # A number is missing: the channel layer dropped it (at most once).
+            logger.info(
+                "dashboard stream gap after seq %s (got %s): filling from the database",
+                self.last_seq, seq,
+            )
             await self._replay(self.last_seq)
             if seq <= (self.last_seq or 0):
                 return

@@ -6,8 +6,11 @@
   every two seconds as the safety net, so a lost kick only delays a message.
 * An ASGI process that serves live sockets relays by itself: the first consumer
   starts an asyncio loop there, and kicks from that process wake it instead of
-  queueing a task, so a busy worker (a long optimization) never delays the live
-  stream. The advisory lock keeps one relay pass at a time across processes.
+  queueing a task, so a busy worker (a long optimization, a backlog of customer
+  messages) never delays the live stream. Writes in other processes wake it
+  too: the writing transaction sends a PostgreSQL ``NOTIFY`` (delivered at
+  commit, dropped on rollback) and a thread of the web process ``LISTEN``s.
+  The advisory lock keeps one relay pass at a time across processes.
   In the embedded default (no beat, no worker) the loop also re-times routes
   and runs the sweep.
 """
@@ -17,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 import threading
 
 from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.conf import settings
 from django.core.cache import cache
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connections, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +113,15 @@ def relay_kick() -> None:
         logger.warning("relay kick failed; the periodic relay will catch up", exc_info=True)
 
 
+# PostgreSQL NOTIFY channel: "outbox rows were committed".
+OUTBOX_NOTIFY_CHANNEL = "allmile_outbox"
+LISTEN_RETRY_SECONDS = 1.0
+LISTEN_IDLE_CHECK_SECONDS = 30.0
+
+
 def outbox_written(sender, instance, created: bool, **kwargs) -> None:
-    """post_save receiver on OutboxMessage: one kick per committed transaction."""
+    """post_save receiver on OutboxMessage: one kick per committed transaction,
+    and one NOTIFY for the web processes that relay live sockets."""
     if not created:
         return
     connection = transaction.get_connection()
@@ -120,7 +131,61 @@ def outbox_written(sender, instance, created: bool, **kwargs) -> None:
     pending = getattr(connection, "run_on_commit", [])
     if any(entry[1] is relay_kick for entry in pending):
         return
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"NOTIFY {OUTBOX_NOTIFY_CHANNEL}")
     transaction.on_commit(relay_kick)
+
+
+_listener_thread: threading.Thread | None = None
+
+
+def outbox_listen(wake, stop: threading.Event) -> None:
+    """Call ``wake()`` whenever any process commits outbox rows, until ``stop``.
+
+    Runs in a daemon thread on a connection of its own; a lost connection (a
+    PostgreSQL restart) is opened again, and the periodic pass covers the gap.
+    """
+    while not stop.is_set():
+        wrapper = None
+        try:
+            wrapper = connections.create_connection("default")
+            wrapper.ensure_connection()
+            wrapper.set_autocommit(True)
+            raw = wrapper.connection
+            with raw.cursor() as cursor:
+                cursor.execute(f"LISTEN {OUTBOX_NOTIFY_CHANNEL}")
+            wake()  # anything committed while nobody listened
+            while not stop.is_set():
+                readable, _, _ = select.select([raw], [], [], LISTEN_IDLE_CHECK_SECONDS)
+                if not readable:
+                    with raw.cursor() as cursor:  # notices a server that went away
+                        cursor.execute("SELECT 1")
+                    continue
+                raw.poll()
+                if raw.notifies:
+                    raw.notifies.clear()
+                    wake()
+        except Exception:  # noqa: BLE001 - e.g. PostgreSQL restarting: listen again
+            logger.warning("outbox listener lost its connection; listening again", exc_info=True)
+        finally:
+            if wrapper is not None:
+                with contextlib.suppress(Exception):
+                    wrapper.close()
+        stop.wait(LISTEN_RETRY_SECONDS)
+
+
+def _outbox_listener_ensure_started() -> None:
+    global _listener_thread
+    if _listener_thread is not None and _listener_thread.is_alive():
+        return
+    if connections["default"].vendor != "postgresql":
+        return  # the embedded default relays after every commit in this process
+    _listener_thread = threading.Thread(
+        target=outbox_listen, args=(_wake_background, threading.Event()),
+        name="outbox-listener", daemon=True,
+    )
+    _listener_thread.start()
 
 
 def route_activity_received(sender, route_id: int, **kwargs) -> None:
@@ -188,16 +253,23 @@ def _refresh_pending_routes() -> None:
 async def _background_loop() -> None:
     loop = asyncio.get_running_loop()
     last_sweep = loop.time()
+    # Embedded (SQLite): all database work shares one thread, one writer at a
+    # time. Otherwise a relay pass runs in a thread of its own, so neither a
+    # slow request nor a consumer's database read holds up the live stream.
+    embedded = relay_runs_inline()
     while True:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(_wake.wait(), timeout=EMBEDDED_RELAY_INTERVAL_SECONDS)
         _wake.clear()
         try:
-            await sync_to_async(_relay_and_close, thread_sensitive=True)()
+            await sync_to_async(_relay_and_close, thread_sensitive=embedded)()
             if _pending_routes:
                 await sync_to_async(_refresh_pending_routes, thread_sensitive=True)()
                 await sync_to_async(_relay_and_close, thread_sensitive=True)()
-            if loop.time() - last_sweep >= EMBEDDED_SWEEP_INTERVAL_SECONDS:
+            # With a worker and beat the sweep is theirs: here it would hold the
+            # thread every consumer's database read waits for (the customer
+            # message sweep can take minutes behind a backlog).
+            if embedded and loop.time() - last_sweep >= EMBEDDED_SWEEP_INTERVAL_SECONDS:
                 last_sweep = loop.time()
                 await sync_to_async(_sweep_and_close, thread_sensitive=True)()
         except Exception:  # noqa: BLE001 - keep looping; the next round retries
@@ -218,3 +290,5 @@ def background_loop_ensure_started() -> None:
     _background_loop_ref = asyncio.get_running_loop()
     _wake = asyncio.Event()
     _background_task = _background_loop_ref.create_task(_background_loop())
+    if not relay_runs_inline():
+        _outbox_listener_ensure_started()

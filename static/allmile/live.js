@@ -108,13 +108,21 @@
     }
 
     async catchUp() {
-      if (!this.catchUpUrl || this._catchingUp) return;
+      if (!this.catchUpUrl) return;
+      if (this._catchingUp) {
+        // A gap seen while a fetch is in flight: that fetch may have been read
+        // before the missing numbers existed, so fetch once more after it.
+        this._catchUpAgain = true;
+        return;
+      }
       this._catchingUp = true;
       try {
         for (let round = 0; round < 20; round++) {
+          this._catchUpAgain = false;
           const page = await api("GET", this.catchUpUrl + "?after_seq=" + this.lastSeq + "&limit=500");
-          page.messages.forEach((m) => { if (m.seq > this.lastSeq) { this.lastSeq = m.seq; this.onMessage(m); } });
-          if (!page.has_more) break;
+          // Pages are gap-free from the database: apply the next number only.
+          page.messages.forEach((m) => { if (m.seq === this.lastSeq + 1) { this.lastSeq = m.seq; this.onMessage(m); } });
+          if (!page.has_more && !this._catchUpAgain) break;
         }
       } catch (e) { /* next round */ } finally { this._catchingUp = false; }
     }
