@@ -9,17 +9,21 @@ to be delivered again), so every task is idempotent and says so with
   holds the job, takes over from a dead one, and gives up after
   ``MAX_ATTEMPTS`` (the delivery cap of a poison job).
 * ``optimization_job_recover_task``: only re-sends run tasks, which are idempotent.
-  Beat runs it periodically, and every worker sends it once when it starts: a
-  worker restarted after a crash is when its dead jobs are noticed (their
-  processes are gone), instead of an hour later when Redis would deliver their
-  unacknowledged messages again (the visibility timeout).
+  Beat runs it periodically, and every worker runs the sweep once when it
+  starts: a worker restarted after a crash is when its dead jobs are noticed
+  (their processes are gone), instead of an hour later when Redis would deliver
+  their unacknowledged messages again (the visibility timeout).
 """
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 from celery.signals import worker_ready
 from django.db import InterfaceError, OperationalError
+
+logger = logging.getLogger(__name__)
 
 # A database outage is retried this often, each after the lease: long enough for
 # the claim to see the dead attempt's heartbeat as stale.
@@ -68,7 +72,21 @@ def optimization_job_recover_task(worker_started: bool = False) -> list[int]:
 
 @worker_ready.connect
 def _recover_jobs_when_a_worker_starts(**_kwargs) -> None:
-    optimization_job_recover_task.delay(worker_started=True)
+    """Run the sweep here, in the starting worker's main process: sent as a task it
+    would wait behind every job message already queued."""
+    from django.db import connections
+
+    from routing.services import optimization_job_recover_stale
+
+    try:
+        resent = optimization_job_recover_stale(worker_started=True)
+    except (OperationalError, InterfaceError):
+        logger.warning("optimization jobs not recovered at start", exc_info=True)
+    else:
+        if resent:
+            logger.info("optimization jobs sent again at start: %s", resent)
+    finally:
+        connections.close_all()  # the pool's processes have their own
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, idempotent=True)

@@ -373,8 +373,8 @@ def test_cancelling_through_the_api_stops_the_search_on_the_worker(
 def test_parts_of_a_decomposed_job_are_solved_by_the_worker_in_parallel(
     hubs, workers, monkeypatch
 ):
-    monkeypatch.setattr(services, "DECOMPOSE_THRESHOLD_JOBS", 10)
-    monkeypatch.setattr(services, "DECOMPOSE_CLUSTER_JOBS", 8)
+    monkeypatch.setattr(services.decomposition, "DECOMPOSE_THRESHOLD_JOBS", 10)
+    monkeypatch.setattr(services.decomposition, "DECOMPOSE_CLUSTER_JOBS", 8)
     day = last_mile_day(hubs, count=24, vehicles=4)
     job = start_job(day, time_limit_seconds=6)
     # The job runs here (with the lowered thresholds), not as a task: drop its message.
@@ -388,7 +388,7 @@ def test_parts_of_a_decomposed_job_are_solved_by_the_worker_in_parallel(
     assert done.status == S.SUCCEEDED, done.error
     assert done.statistics["parts"] == 3
     solvers = set(done.statistics["part_solvers"])
-    here = services._solver_name()
+    here = services.solver_name()
     assert here in solvers
     assert solvers - {here}, (
         f"the worker solved no part: {solvers}\n{worker.log()[-2000:]}"

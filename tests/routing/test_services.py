@@ -271,7 +271,7 @@ def test_the_plan_is_checked_before_it_is_saved(hubs, monkeypatch):
         route = dataclasses.replace(solution.routes[0], distance_meters=1)
         return dataclasses.replace(solution, routes=(route, *solution.routes[1:]))
 
-    monkeypatch.setattr(services, "optimization_job_solve", solve_and_corrupt)
+    monkeypatch.setattr(services.run, "optimization_job_solve", solve_and_corrupt)
 
     job = optimization_job_run(job_id=job_for(day).pk)
 

@@ -43,8 +43,8 @@ S = OptimizationJob.Status
 @pytest.fixture
 def small_decomposition(monkeypatch):
     """Decompose above 10 jobs into parts of about 8; nothing left in the queue."""
-    monkeypatch.setattr(services, "DECOMPOSE_THRESHOLD_JOBS", 10)
-    monkeypatch.setattr(services, "DECOMPOSE_CLUSTER_JOBS", 8)
+    monkeypatch.setattr(services.decomposition, "DECOMPOSE_THRESHOLD_JOBS", 10)
+    monkeypatch.setattr(services.decomposition, "DECOMPOSE_CLUSTER_JOBS", 8)
     celery_app.control.purge()
     yield
     celery_app.control.purge()  # part tasks nobody consumed (no worker here)
