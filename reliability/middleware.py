@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextvars
 from dataclasses import dataclass
 
+from django.urls import get_resolver
+
 FAULT_HEADER = "HTTP_X_RELIABILITY_FAULT"
 MAX_SLEEP_SECONDS = 30.0
 
@@ -45,6 +47,11 @@ def fault_parse(value: str) -> Fault | None:
 class FaultRequestMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
+        # Import every view now, while the handler is built: under gunicorn
+        # --preload that happens once in the master, so a worker forked to
+        # replace a killed one serves at once instead of importing the whole
+        # project (OR-Tools included) on its first request.
+        get_resolver().url_patterns  # noqa: B018
 
     def __call__(self, request):
         token = requested_fault.set(fault_parse(request.META.get(FAULT_HEADER, "")))

@@ -47,7 +47,7 @@ TITLE = "Outbox atomicity and relay crash safety"
 BUDGET_SECONDS = 200
 DATABASE = "r03"
 LAG_BAR_SECONDS = 2.0
-HOLD_SECONDS = 3.0  # long enough to be seen and killed, short enough to end soon after
+HOLD_SECONDS = 1.5  # long enough to be seen and killed, short enough to end soon after
 WAIT_SECONDS = 90.0  # the longest any single wait in this target may take
 
 SEED = """
@@ -214,30 +214,41 @@ class Writer:
 
 
 class Background:
-    """Normal writes at a steady rate in a thread, until stopped (or a time limit)."""
+    """Normal writes at a steady rate from ``threads`` threads, until stopped
+    (or a time limit)."""
 
-    def __init__(self, writer: Writer, prefix: str, per_second: float, limit_seconds: float):
+    def __init__(self, writer: Writer, prefix: str, per_second: float, limit_seconds: float,
+                 threads: int = 1):
         self.writer, self.prefix = writer, prefix
-        self.interval = 1.0 / per_second
+        self.interval = threads / per_second
         self.limit_seconds = limit_seconds
         self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.threads = [
+            threading.Thread(target=self._run, args=(index,), daemon=True)
+            for index in range(threads)
+        ]
 
-    def _run(self) -> None:
+    def _run(self, index: int) -> None:
         started = time.monotonic()
         for n in range(100_000):
             if self.stopping.is_set() or time.monotonic() - started > self.limit_seconds:
                 return
-            self.writer.post(f"{self.prefix}{n:05d}")
+            self.writer.post(f"{self.prefix}{index}-{n:05d}")
             self.stopping.wait(max(0.0, started + (n + 1) * self.interval - time.monotonic()))
 
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
     def __enter__(self) -> Background:
-        self.thread.start()
+        for thread in self.threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.stopping.set()
-        self.thread.join(timeout=40)
+        self.join(timeout=40)
 
 
 # -- the target -------------------------------------------------------------------
@@ -260,7 +271,10 @@ def run(stack: Stack, context: RunContext) -> list[Figure]:
         "consumer", [sys.executable, "-m", "reliability.consumer", "--seconds", "900"],
         stack.env(DATABASE),
     )
-    web = stack.gunicorn(DATABASE, workers=3, RELIABILITY_FAULT_HOOKS="1")
+    # --preload: a killed worker is replaced by a fork of the loaded app in
+    # milliseconds instead of a fresh Django start (seconds on two busy cores).
+    web = stack.gunicorn(DATABASE, workers=3, RELIABILITY_FAULT_HOOKS="1",
+                         GUNICORN_CMD_ARGS="--preload")
     stack.celery_wait_ready(worker)
     if not _wait_for(lambda: "consumer ready" in consumer.log_path.read_text(), timeout=60):
         raise RuntimeError(f"consumer not ready; see {consumer.log_path}")
@@ -318,8 +332,8 @@ def _phase_end(db: Database, **details) -> dict:
 
 def _calm(context: RunContext, writer: Writer, db: Database) -> dict:
     seconds = context.seconds(15, 6)
-    with Background(writer, "R3-calm-", per_second=8, limit_seconds=seconds) as bg:
-        bg.thread.join(timeout=seconds + 40)
+    with Background(writer, "R3-calm-", per_second=8, limit_seconds=seconds, threads=3) as bg:
+        bg.join(timeout=seconds + 40)
     _drain(db)
     _receipts_settle(db)
     answers = writer.of("R3-calm-")
@@ -403,8 +417,10 @@ def _worker_killed(context: RunContext, writer: Writer, db: Database, web: Proce
                     writer.post(ref, f"sleep={HOLD_SECONDS}")),
                 daemon=True,
             )
+            sent = time.monotonic()
             request.start()
             held = _held_backend_wait(db, timeout=30, killed=killed_pids)
+            seconds_to_hold = round(time.monotonic() - sent, 2)
             if held is None:
                 request.join(timeout=40)
                 kills.append({"reference": reference, "killed": False, "why": "never held",
@@ -418,7 +434,8 @@ def _worker_killed(context: RunContext, writer: Writer, db: Database, web: Proce
                 killed_pids.add(pid)
             request.join(timeout=40)
             kills.append({"reference": reference, "pid": pid, "killed": is_worker,
-                          "transaction_had_written": has_written})
+                          "transaction_had_written": has_written,
+                          "seconds_to_hold": seconds_to_hold})
         # The killed transactions' backends end when their pg_sleep does.
         _wait_for(lambda: _held_backend(db) is None, timeout=HOLD_SECONDS + 15)
     held_answers = writer.of("R3-b-held-")
@@ -433,6 +450,7 @@ def _worker_killed(context: RunContext, writer: Writer, db: Database, web: Proce
         background_writes=len(background),
         background_5xx=sum(a.status >= 500 for a in background),
         background_no_answer=sum(a.status == 0 for a in background),
+        seconds_to_hold_max=max((k.get("seconds_to_hold", 0) for k in kills), default=None),
         kills=kills,
     )
 
@@ -441,6 +459,11 @@ def _kill_log(kill_log: Path) -> list[dict]:
     if not kill_log.exists():
         return []
     return [json.loads(line) for line in kill_log.read_text().splitlines() if line.strip()]
+
+
+def _sigkill_exits(worker: Process) -> int:
+    """Pool processes the Celery worker saw die of SIGKILL (from its log)."""
+    return len(re.findall(r"exited with 'signal 9", worker.log_path.read_text(errors="replace")))
 
 
 def _relay_killed(context: RunContext, writer: Writer, db: Database, worker: Process,
@@ -457,18 +480,18 @@ def _relay_killed(context: RunContext, writer: Writer, db: Database, worker: Pro
             _wait_for(lambda: len(worker.children()) >= 2, timeout=20)
     kills = _kill_log(kill_log)
     end = _phase_end(db)
+    _wait_for(lambda: _sigkill_exits(worker) >= len(kills), timeout=10)
     killed_ids = sorted({m for k in kills for m in k["message_ids"]})
     republished = db.value(
         """SELECT count(*) FROM shipments_outboxmessage
            WHERE message_id::text = ANY(%s) AND published_at IS NOT NULL""", (killed_ids,)
     ) if killed_ids else 0
-    worker_log = worker.log_path.read_text(errors="replace")
     return {
         **end,
         "requested": count,
         "relay_kills": len(kills),
-        "pool_processes_exited_by_sigkill": len(
-            set(re.findall(r"pid:(\d+) exited with 'signal 9", worker_log))),
+        "pool_processes_exited_by_sigkill": _sigkill_exits(worker),
+        "deliveries_before_a_kill": sum(len(k["message_ids"]) for k in kills),
         "messages_published_before_a_kill": len(killed_ids),
         "of_them_published_again_and_marked": republished,
         "background_writes": len(writer.of("R3-c-bg-")),
