@@ -39,6 +39,7 @@ CHUNK_BYTES = 65536
 # How long a ``reset_*_body`` mode waits for the whole message it cuts in half.
 MESSAGE_TIMEOUT_SECONDS = 30.0
 RESET_PAUSE_SECONDS = 0.1
+SHUTDOWN_SECONDS = 5.0
 
 
 @dataclass
@@ -81,6 +82,7 @@ class FaultProxy:
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
         self._server: asyncio.AbstractServer | None = None
+        self._open: set = set()  # writers of the connections being proxied
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, self.listen_host, self.listen_port)
@@ -92,12 +94,17 @@ class FaultProxy:
             await self._server.wait_closed()
 
     async def _shutdown(self) -> None:
-        """Stop listening and drop the connections still open."""
+        """Stop listening and drop the connections still open; their handlers
+        then end by themselves (cancelled only if they do not within seconds)."""
         await self.stop()
+        for writer in list(self._open):
+            _abort(writer)
         others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for task in others:
-            task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
+        if others:
+            _, stuck = await asyncio.wait(others, timeout=SHUTDOWN_SECONDS)
+            for task in stuck:
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
 
     def make_clean(self) -> None:
         """Every new connection passes from now on (connections already open
@@ -125,12 +132,19 @@ class FaultProxy:
         try:
             yield self
         finally:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(SHUTDOWN_SECONDS + 10)
             loop.call_soon_threadsafe(loop.stop)
             thread.join(10)
             loop.close()
 
     async def _handle(self, client_reader, client_writer) -> None:
+        self._open.add(client_writer)
+        try:
+            await self._proxy(client_reader, client_writer)
+        finally:
+            self._open.discard(client_writer)
+
+    async def _proxy(self, client_reader, client_writer) -> None:
         mode = self.mix.draw(self._rng) if self.mix else self.mode
         self.counts[mode] = self.counts.get(mode, 0) + 1
         if mode == "blackhole":
@@ -146,6 +160,13 @@ class FaultProxy:
         except OSError:
             _abort(client_writer)
             return
+        self._open.add(upstream_writer)
+        try:
+            await self._forward(mode, client_reader, client_writer, upstream_reader, upstream_writer)
+        finally:
+            self._open.discard(upstream_writer)
+
+    async def _forward(self, mode, client_reader, client_writer, upstream_reader, upstream_writer) -> None:
         if mode in ("reset_request_body", "reset_response_body"):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
@@ -159,14 +180,16 @@ class FaultProxy:
         to_client = asyncio.create_task(self._pipe(upstream_reader, client_writer, mode, upstream=False))
         failed = False
         pending = {to_server, to_client}
-        while to_client in pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if any(task.exception() is not None for task in done):
-                failed = True
-                break
-        for task in pending:  # the server closed, or a side failed: stop the other way
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            while to_client in pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if any(task.exception() is not None for task in done):
+                    failed = True
+                    break
+        finally:
+            for task in pending:  # the server closed, a side failed, or the proxy stops
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         closer = _abort if failed else _close
         closer(upstream_writer)
         closer(client_writer)

@@ -217,7 +217,9 @@ class RetryPolicy:
     cap_seconds: float = 10.0
     max_attempts: int = 20
     timeout: httpx.Timeout = field(
-        default_factory=lambda: httpx.Timeout(15.0, connect=5.0)
+        # A phone waits long for an answer: a retry of a request the server is
+        # still working on only queues behind it.
+        default_factory=lambda: httpx.Timeout(30.0, connect=5.0)
     )
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
@@ -249,7 +251,7 @@ class MobileClient:
         token: str,
         rng: random.Random,
         policy: RetryPolicy | None = None,
-        max_batch_events: int = 50,
+        max_batch_events: int = 25,
         stats: ClientStats | None = None,
     ):
         self.queue = queue

@@ -204,3 +204,23 @@ def test_a_mix_draws_modes_in_proportion(seed):
     assert 0.08 < draws.count("delay") / 10_000 < 0.12
     assert 0.035 < draws.count("reset_response_body") / 10_000 < 0.065
     assert 0.45 < draws.count("pass") / 10_000 < 0.55
+
+
+def test_stopping_a_proxy_in_a_thread_drops_the_connections_still_open():
+    async def main():
+        server = CountingServer()
+        await server.start()
+        proxy = FaultProxy("127.0.0.1", server.port, mode="delay", delay_seconds=30)
+        with proxy.serving_in_thread():
+            held = asyncio.create_task(_request_collecting(proxy.listen_port, timeout=20))
+            await asyncio.sleep(0.3)  # the request sits in the proxy's 30 s delay
+            started = time.monotonic()
+        stopped_in = time.monotonic() - started
+        received, ended_by = await held
+        await server.stop()
+        return stopped_in, received, ended_by
+
+    stopped_in, received, ended_by = asyncio.run(main())
+    assert stopped_in < 8  # not the 30 s delay
+    assert received == b""
+    assert isinstance(ended_by, ConnectionError)
