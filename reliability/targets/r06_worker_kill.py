@@ -377,6 +377,11 @@ def run(stack: Stack, context: RunContext) -> list[Figure]:
     produced = _django_output(*producer.communicate(timeout=120), "enqueue")
     last_kill_at = max(k["at"] for k in kills)
     bar_at = last_kill_at + deadline_after_last_kill
+
+    def poison_dead_lettered() -> bool:
+        sql = f"SELECT count(*) FROM shipments_deadletter WHERE task_id = '{POISON_TASK_ID}'"
+        return stack.psql(DATABASE, sql) == "1"
+
     log.info("faults over at t=%.0f s; waiting for the rest (bar: %s s after the last kill)",
              time.monotonic() - t0, deadline_after_last_kill)
     # Past the bar, keep waiting while the queue drains (bounded), so a task
@@ -387,7 +392,7 @@ def run(stack: Stack, context: RunContext) -> list[Figure]:
         if done_at_bar is None and time.time() >= bar_at:
             done_at_bar = done
             log.info("%s of %s done at the bar; draining", done, total)
-        if done >= total:
+        if done >= total and poison_dead_lettered():
             break
         time.sleep(2)
     for pid in orphans:
