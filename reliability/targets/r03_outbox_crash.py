@@ -299,7 +299,7 @@ def run(stack: Stack, context: RunContext) -> list[Figure]:
             log.info("%s: %s", name, json.dumps(
                 {k: v for k, v in phases[name].items() if k not in ("lags", "published_lags", "kills")},
                 default=str))
-        return _figures(db, phases, kill_log, batch_size=seeded["relay_batch"])
+        return _figures(db, phases, kill_log, consumer, batch_size=seeded["relay_batch"])
     finally:
         db.close()
 
@@ -538,7 +538,8 @@ def _p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[98]
 
 
-def _figures(db: Database, phases: dict, kill_log: Path, *, batch_size: int) -> list[Figure]:
+def _figures(db: Database, phases: dict, kill_log: Path, consumer: Process, *,
+             batch_size: int) -> list[Figure]:
     final_drain = _drain(db)
     _receipts_settle(db)
     orphans = db.orphans()
@@ -559,6 +560,11 @@ def _figures(db: Database, phases: dict, kill_log: Path, *, batch_size: int) -> 
            AND NOT EXISTS (SELECT 1 FROM reliability_r03_receipt r
                            WHERE r.message_id = o.message_id::text)""")
     relay_kills = len(_kill_log(kill_log))
+    deliveries_before_kills = sum(len(k["message_ids"]) for k in _kill_log(kill_log))
+    # Numbers are handed out as a gap-free prefix 1..n (tracking.relay).
+    seq_gaps = db.value(
+        "SELECT coalesce(max(stream_seq), 0) - count(stream_seq) FROM shipments_outboxmessage")
+    consumer_log = consumer.log_path.read_text(errors="replace")
     duplicate_publishes = receipts - distinct_received
     duplicate_applications = applications - distinct_applied
 
@@ -579,14 +585,19 @@ def _figures(db: Database, phases: dict, kill_log: Path, *, batch_size: int) -> 
                {"after_each_phase": outbox_phases}),
         Figure("outbox rows never published after drain", unpublished, "0", unpublished == 0,
                {"outbox_rows": db.value("SELECT count(*) FROM shipments_outboxmessage"),
+                "stream_seq_gaps": seq_gaps,
                 "final_drain_seconds": final_drain,
                 "after_each_phase": {n: p["unpublished"] for n, p in phases.items()}}),
         Figure("duplicate publishes", duplicate_publishes,
                f"<= relay kills x batch size ({relay_kills} x {batch_size})",
                duplicate_publishes <= relay_kills * batch_size,
                {"deliveries": receipts, "distinct_messages": distinct_received,
+                "deliveries_before_relay_kills": deliveries_before_kills,
                 "published_rows": published,
-                "published_never_received_by_consumer": never_received}),
+                "published_never_received_by_consumer": never_received,
+                "consumer_receive_errors": {
+                    "read_timeout": consumer_log.count("TimeoutError"),
+                    "connection": consumer_log.count("ConnectionError")}}),
         Figure("duplicate applications", duplicate_applications, "0",
                duplicate_applications == 0,
                {"applications": applications, "distinct": distinct_applied}),
