@@ -167,7 +167,14 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+            "CONFIG": {
+                # A consumer's read blocks up to 5 s (channels-redis' BZPOPMIN);
+                # redis-py 8 also gives up a socket read after 5 s by default, so
+                # an idle socket's read would race it and end the consumer.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                "capacity": 1000,
+                "expiry": 30,
+            },
         }
     }
     CACHES = {
