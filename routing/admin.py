@@ -1,6 +1,19 @@
 from django.contrib import admin
 
-from .models import OptimizationJob, Route, RouteStop
+from .models import OptimizationAttempt, OptimizationJob, Route, RouteStop
+
+
+class OptimizationAttemptInline(admin.TabularInline):
+    """Who ran the job, when, and how each attempt ended (lost: its worker died)."""
+
+    model = OptimizationAttempt
+    extra = 0
+    can_delete = False
+    fields = ["number", "worker", "started_at", "last_seen_at", "ended_at", "outcome"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(OptimizationJob)
@@ -34,11 +47,14 @@ class OptimizationJobAdmin(admin.ModelAdmin):
         "engine",
         "run_token",
         "heartbeat_at",
+        "queued_at",
         "started_at",
         "finished_at",
         "cancel_requested",
         "created_by",
     ]
+
+    inlines = [OptimizationAttemptInline]
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False

@@ -38,24 +38,18 @@ from .lifecycle import (
 
 logger = logging.getLogger(__name__)
 
-
 DECOMPOSE_THRESHOLD_JOBS = decompose.DEFAULT_THRESHOLD_JOBS
 
-
 DECOMPOSE_CLUSTER_JOBS = decompose.DEFAULT_CLUSTER_JOBS
-
 
 # How often a waiting job's worker looks at its parts, and how often a part's
 # search asks whether the job was cancelled (a database read).
 PART_POLL_SECONDS = 0.2
 
-
 PART_STOP_POLL_SECONDS = 0.5
-
 
 # Beyond every part's own limit, how long the job waits before it gives up.
 PART_WAIT_MARGIN_SECONDS = 30
-
 
 P = OptimizationPart.Status
 

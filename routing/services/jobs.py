@@ -33,22 +33,11 @@ from .lifecycle import job_status_message, optimization_job_task_limits
 
 logger = logging.getLogger(__name__)
 
-
 MAX_VEHICLES_PER_JOB = 500
-
-
 MAX_LEGS_PER_JOB = 10_000
-
-
 SERVICE_DATE_MAX_DAYS_AGO = 1
-
-
 SERVICE_DATE_MAX_DAYS_AHEAD = 90
-
-
 OBJECTIVE_WEIGHT_KEYS = frozenset(problem_builder.DEFAULT_OBJECTIVE_WEIGHTS)
-
-
 OBJECTIVE_WEIGHT_MAX = 1000.0
 
 

@@ -35,9 +35,7 @@ from ..tasks import optimization_job_run_task
 
 logger = logging.getLogger(__name__)
 
-
 S = OptimizationJob.Status
-
 
 # The lifecycle of a job. RUNNING → RUNNING is a new attempt taking over from a
 # dead one (its heartbeat stopped); RUNNING → QUEUED is the recovery sweep giving
@@ -50,33 +48,24 @@ JOB_TRANSITIONS: dict[str, frozenset[str]] = {
     S.CANCELLED: frozenset(),
 }
 
-
 # A job whose worker died this many times is given up (a poison job: it kills
 # whatever runs it, e.g. out of memory), instead of coming back forever.
 MAX_ATTEMPTS = 3
 
-
 # The watch thread beats this often; a running job whose heartbeat is older than
 # the lease is presumed dead and may be taken over.
 HEARTBEAT_SECONDS = 1.0
-
-
 LEASE_SECONDS = 15
-
 
 # The recovery sweep gives back to the queue a running job whose attempt is dead:
 # silent for a lease, or at once when its process on this host is gone. A job
 # queued this long without being claimed has its message sent again (it was lost).
 RECOVER_QUEUED_AFTER_SECONDS = 300
 
-
 # The task's soft limit covers the search plus building, checking and saving;
 # the hard limit is a backstop above it.
 TASK_SOFT_MARGIN_SECONDS = 60
-
-
 TASK_HARD_MARGIN_SECONDS = 30
-
 
 STATUS_OUTBOX_TYPE = "optimization.status"
 
@@ -248,7 +237,9 @@ def optimization_job_claim(*, job_id: int, now: datetime | None = None) -> Claim
         if job.cancel_requested:
             # Queued, or its attempt died: there is no search whose best could be kept.
             return Claim(
-                job_finish(job, S.CANCELLED, error="Cancelled before a plan was found."),
+                job_finish(
+                    job, S.CANCELLED, error="Cancelled before a plan was found."
+                ),
                 None,
             )
         if job.attempts >= MAX_ATTEMPTS:

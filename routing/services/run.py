@@ -1,15 +1,15 @@
 """Running a job in this process: claim, build, solve, check, save.
 
-    optimization_job_run(job_id)   (the run task, or seed_demo directly)
-      1. claim   lifecycle.optimization_job_claim: a new attempt, or nothing to do
-      2. build   problem_builder: open legs, vehicles, matrix → Problem
-      3. solve   the solver portfolio; a watch thread beats the heartbeat and
-                 turns a cancel request into should_stop(); progress goes to the
-                 job row and the channel group optimization.<id> (≤ 4 per second).
-                 Above decomposition.DECOMPOSE_THRESHOLD_JOBS the problem is split
-                 and its parts fanned out to the workers (see decomposition)
-      4. check   the independent checker: any violation fails the job, nothing saved
-      5. save    saving.optimization_job_result_save, in one transaction
+optimization_job_run(job_id)   (the run task, or seed_demo directly)
+  1. claim   lifecycle.optimization_job_claim: a new attempt, or nothing to do
+  2. build   problem_builder: open legs, vehicles, matrix → Problem
+  3. solve   the solver portfolio; a watch thread beats the heartbeat and
+             turns a cancel request into should_stop(); progress goes to the
+             job row and the channel group optimization.<id> (≤ 4 per second).
+             Above decomposition.DECOMPOSE_THRESHOLD_JOBS the problem is split
+             and its parts fanned out to the workers (see decomposition)
+  4. check   the independent checker: any violation fails the job, nothing saved
+  5. save    saving.optimization_job_result_save, in one transaction
 """
 
 from __future__ import annotations
@@ -51,14 +51,13 @@ from .saving import optimization_job_result_save
 
 logger = logging.getLogger(__name__)
 
-
 # Progress reaches the job row and the channel group at most this often: never
 # more than 4 messages inside any one second.
 PROGRESS_MIN_INTERVAL_SECONDS = 0.3
 
-
 # The search's own limit when building the problem used up the job's limit.
 MIN_SEARCH_SECONDS = 1.0
+
 PROGRESS_MESSAGE_TYPE = (
     "optimization.progress"  # consumers' handler: optimization_progress
 )

@@ -434,6 +434,17 @@ def test_a_starting_worker_resends_every_queued_job_a_dead_worker_may_have_held(
     assert optimization_job_recover_stale(worker_started=True) == [queued.pk]
 
 
+@pytest.mark.parametrize(
+    ("elapsed", "expected"), [(0.0, 20.0), (3.5, 16.5), (19.8, 1.0), (45.0, 1.0)]
+)
+def test_the_search_gets_what_building_left_of_the_job_limit_and_never_none(
+    elapsed, expected
+):
+    job = OptimizationJob(time_limit_seconds=20)
+
+    assert services.run.search_seconds(job, elapsed=elapsed) == pytest.approx(expected)
+
+
 def gone_pid() -> int:
     """The pid of a process that has exited (and been reaped)."""
     process = subprocess.run(
