@@ -43,6 +43,7 @@ MAX_PINGS_PER_BATCH = 500
 # offline queue to catch up (500 fixes a batch) and stops a runaway client.
 DEFAULT_PING_BATCHES_PER_DEVICE_PER_MINUTE = 120
 PING_LIMIT_WINDOW_SECONDS = 60
+# A moving driver's route is re-timed once per this many seconds of fix time.
 PING_ETA_REFRESH_SECONDS = 30
 # Faster than any vehicle in the fleet (250 km/h), after allowing for both fixes' accuracy.
 MAX_SPEED_MPS = 70.0
