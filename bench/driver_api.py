@@ -585,7 +585,11 @@ def _client_cpu() -> float:
 
 
 def _ping_body(
-    device: str, driver_index: int, start: datetime, count: int, step_seconds: int = 10
+    device: str,
+    driver_index: int,
+    start: datetime,
+    count: int,
+    step_seconds: float = 10,
 ) -> bytes:
     lat0 = HUB[0] + (driver_index % 200) * 0.0005
     lng0 = HUB[1] + (driver_index // 200 % 200) * 0.0005
@@ -633,7 +637,7 @@ async def _send(
 
 async def goal_phase(args, seeded: Seeded, server: Server) -> PhaseResult:
     """Open loop: each driver uploads its fixes every interval, phases spread evenly."""
-    phase = PhaseResult("goal (open loop, 3-fix batches)", 0)
+    phase = PhaseResult(f"goal (open loop, {args.fixes_per_upload}-fix batches)", 0)
     drivers = len(seeded.tokens)
     interval = args.upload_interval
     gap = interval / drivers
@@ -662,7 +666,15 @@ async def goal_phase(args, seeded: Seeded, server: Server) -> PhaseResult:
             j, due = job
             driver, round_ = j % drivers, j // drivers
             start = wall0 + timedelta(seconds=round_ * interval + (j % drivers) * gap)
-            body = _ping_body(f"goal-{driver}", driver, start, args.fixes_per_upload)
+            # The upload's fixes span its interval, so rounds never overlap (an
+            # overlapping fix would be a duplicate, not a ping stored).
+            body = _ping_body(
+                f"goal-{driver}",
+                driver,
+                start,
+                args.fixes_per_upload,
+                step_seconds=interval / args.fixes_per_upload,
+            )
             status, payload = await _send(
                 connection,
                 phase,
