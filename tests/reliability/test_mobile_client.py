@@ -59,6 +59,7 @@ def test_backoff_is_full_jitter_under_a_growing_cap():
         assert max(waits) > 0.8 * ceiling  # spread over the whole range, not bunched
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_every_event_is_stored_once_though_responses_are_lost_after_commit(
     live_server_url, hubs, tmp_path
