@@ -410,15 +410,21 @@ def run(stack: Stack, context: RunContext) -> list[Figure]:
     completion = {task_id(kind, key): first for kind in KINDS for key, (_, first) in observed[kind].items()}
     deliveries = Counter({tid: len(times) for tid, times in receipts.items() if tid.startswith("r06-")})
     redeliveries = sum(n - 1 for tid, n in deliveries.items() if tid != POISON_TASK_ID)
+    # A delivery that did not finish was ended by the first kill after it (a
+    # child kill, or the cold kill of the worker holding it); the task's next
+    # delivery is its recovery, its effect the completion.
+    hits: dict[int, list[str]] = {index: [] for index in range(len(kills))}
+    for tid, times in receipts.items():
+        if not tid.startswith("r06-") or tid == POISON_TASK_ID:
+            continue
+        times = sorted(times)
+        for received, again in zip(times, times[1:], strict=False):
+            cause = next((i for i, k in enumerate(kills) if received <= k["at"] < again), None)
+            if cause is not None and tid not in hits[cause]:
+                hits[cause].append(tid)
     per_kill = []
-    for kill in kills:
-        # Interrupted: received before the kill, not done by then, received again after it.
-        hit = [
-            tid for tid, times in receipts.items()
-            if tid.startswith("r06-") and tid != POISON_TASK_ID
-            and min(times) <= kill["at"] and any(t > kill["at"] for t in times)
-            and completion.get(tid, float("inf")) > kill["at"]
-        ]
+    for index, kill in enumerate(kills):
+        hit = hits[index]
         never = [tid for tid in hit if tid not in completion]
         worst = max((completion[tid] - kill["at"] for tid in hit if tid in completion), default=0.0)
         per_kill.append({**kill, "interrupted": len(hit), "never_completed": never,
