@@ -542,6 +542,12 @@ async def _scenario(stack, context, *, base_url: str, session: str, dsn: str,
         await asyncio.sleep(min(0.5, max(0.0, pause_ends - time.time())))
     slow.reading.set()
     slow_resumed_at = time.time()
+    # Relay passes while it was stopped: one channel-layer message each (more
+    # past 100 rows) queued for its consumer, against the layer's capacity.
+    passes_while_stopped = _db_query(
+        dsn, "SELECT count(DISTINCT published_at) FROM shipments_outboxmessage WHERE published_at"
+             f" BETWEEN to_timestamp({slow_resumed_at - plan.slow_seconds}) AND"
+             f" to_timestamp({slow_resumed_at})")[0][0]
     slow_target = last_seq_db()
     timeline["slow_reader_resumed"] = slow_resumed_at - t0
     slow_converged_at = None
@@ -604,6 +610,7 @@ async def _scenario(stack, context, *, base_url: str, session: str, dsn: str,
         "final_seq": final_seq, "settled": settled, "settle_seconds": settle_seconds,
         "slow": {"seq_before": slow_seq_before, "target": slow_target,
                  "server_unsent_peak_bytes": unsent_peak, "client_unread_peak_bytes": unread_peak,
+                 "relay_passes_while_stopped": passes_while_stopped,
                  "converge_seconds": None if slow_converged_at is None
                  else round(slow_converged_at - slow_resumed_at, 2)},
     }
@@ -642,14 +649,18 @@ def run(stack, context):
     stack.database_create(db)
     dsn = stack.database_url(db)
     env = stack.env(db)
-    setup = subprocess.run(
+    # The hub network and the dispatcher's session, while the processes start.
+    setup = subprocess.Popen(
         [sys.executable, "-m", "reliability.targets.r08_dashboard_converges", "setup"],
-        cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=120,
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    session = json.loads(setup.stdout.strip().splitlines()[-1])["session"]
     web = stack.uvicorn(db)
     stack.celery_worker(db, concurrency=2)
     stack.celery_beat(db)
+    setup_out, setup_err = setup.communicate(timeout=120)
+    if setup.returncode != 0:
+        raise RuntimeError(f"setup failed:\n{setup_err[-3000:]}")
+    session = json.loads(setup_out.strip().splitlines()[-1])["session"]
 
     commits_path = context.workdir / "commits.jsonl"
     writer_cmd = [
