@@ -167,3 +167,14 @@ def test_the_sign_in_limit_holds_in_postgresql_while_redis_is_killed(app_on, dri
 
     assert answers[:10] == [400] * 10
     assert answers[10] == 429
+
+
+def test_the_worker_uses_the_consumer_that_survives_closing_a_lost_connection():
+    from celery.utils.imports import symbol_by_name
+    from celery.worker.consumer import Consumer
+
+    from config.celery import BrokerLossConsumer
+
+    configured = symbol_by_name(celery_app.conf.worker_consumer)
+    assert configured is BrokerLossConsumer
+    assert issubclass(configured, Consumer)
