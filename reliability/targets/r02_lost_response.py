@@ -363,6 +363,13 @@ def _figures(stack: Stack, outcome: dict, *, total: int) -> list[Figure]:
     effects = _count(
         stack, "SELECT COUNT(*) FROM shipments_shipmentevent WHERE payload ? 'driver_event_id'"
     )
+    # How fast the server stored events while there were some to store: when
+    # this is below the rate the drivers work at, the drain measures a backlog.
+    stored_per_second = stack.psql(
+        DATABASE,
+        "SELECT ROUND(COUNT(*) / GREATEST(EXTRACT(EPOCH FROM MAX(received_at) - MIN(received_at)), 1), 1)"
+        " FROM dispatch_drivereventreceipt",
+    )
     duplicate_count = sum(duplicates.values())
     gave_up = outcome["outcomes"].get("given_up", 0)
     drain = outcome["drain_seconds"]
@@ -391,6 +398,7 @@ def _figures(stack: Stack, outcome: dict, *, total: int) -> list[Figure]:
                 "receipts_not_queued_by_any_app": not_queued,
                 "app_outcomes": outcome["outcomes"],
                 "shipment_events_from_driver_events": effects,
+                "server_stored_events_per_second": float(stored_per_second or 0),
                 "apps_restarted_mid_run": outcome["apps_restarted"],
                 **outcome["stats"],
             },
