@@ -426,9 +426,13 @@ def run(stack: Stack, context: RunContext) -> list[Figure]:
     for index, kill in enumerate(kills):
         hit = hits[index]
         never = [tid for tid in hit if tid not in completion]
+        # Killed after its effect committed, before the ack: delivered again,
+        # and the repeat must add nothing (counted in "tasks with >1 effect").
+        effect_before_kill = [tid for tid in hit if completion.get(tid, kill["at"]) < kill["at"]]
         worst = max((completion[tid] - kill["at"] for tid in hit if tid in completion), default=0.0)
         per_kill.append({**kill, "interrupted": len(hit), "never_completed": never,
-                         "worst_seconds": round(worst, 1)})
+                         "redelivered_after_its_effect": effect_before_kill,
+                         "worst_seconds": round(max(0.0, worst), 1)})
     never_completed = sum(len(k["never_completed"]) for k in per_kill)
     worst_kill_to_done = max((k["worst_seconds"] for k in per_kill), default=0.0)
     last_done_at = max(completion.values(), default=time.time())
