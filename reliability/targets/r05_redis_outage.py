@@ -37,6 +37,9 @@ from pathlib import Path
 
 import httpx
 
+# Imported here, not in the probe threads: celery's lazy module is not thread-safe.
+from celery import Celery
+
 from . import Figure, RunContext
 
 ID = "R5"
@@ -380,8 +383,6 @@ class Watcher:
 
 
 def _probe_app(broker_url: str):
-    from celery import Celery
-
     app = Celery("r5-probe", set_as_current=False)
     app.conf.broker_url = broker_url
     app.conf.task_serializer = "json"
