@@ -13,8 +13,8 @@ import hashlib
 from functools import wraps
 
 from django.db import IntegrityError, transaction
-from django.http import HttpResponse
-from rest_framework.exceptions import ValidationError
+from django.http import HttpResponse, UnreadablePostError
+from rest_framework.exceptions import ParseError, ValidationError
 from rest_framework.renderers import JSONRenderer
 
 from .errors import IdempotencyMismatch
@@ -43,7 +43,13 @@ def _request_hash(request) -> str:
     digest = hashlib.sha256()
     digest.update(request.method.encode())
     digest.update(request.path.encode())
-    digest.update(request._request.body)
+    try:
+        body = request._request.body
+    except UnreadablePostError as exc:
+        # The client hung up mid-upload: nothing was done, and nobody is there
+        # to read an answer; a 400, not a server error in the logs.
+        raise ParseError("The request body could not be read to its end.") from exc
+    digest.update(body)
     return digest.hexdigest()
 
 

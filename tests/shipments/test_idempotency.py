@@ -135,3 +135,29 @@ def test_ten_concurrent_sends_of_one_key_have_one_effect(hubs, dispatcher):
     assert all(status in (201, 409) for status in statuses), statuses
     bodies = {content for status, content in results if status == 201}
     assert len(bodies) == 1  # every success is the same answer
+
+
+class _ResetMidUpload:
+    """A request body whose client hangs up before sending it all."""
+
+    def read(self, *args):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    readline = read
+
+
+@pytest.mark.django_db
+def test_a_client_that_hangs_up_mid_upload_gets_a_400_and_nothing_is_stored(
+    hubs, dispatcher_client
+):
+    shipper = factories.party_make()
+    before = Shipment.objects.count()
+
+    response = dispatcher_client.post(
+        "/api/v1/shipments/", body_for(shipper), format="json",
+        HTTP_IDEMPOTENCY_KEY="reset-mid-upload", **{"wsgi.input": _ResetMidUpload()},
+    )
+
+    assert response.status_code == 400, response.content
+    assert Shipment.objects.count() == before
+    assert not IdempotencyRecord.objects.filter(key="reset-mid-upload").exists()
