@@ -191,12 +191,24 @@ class Stack:
     def database_url(self, name: str) -> str:
         return f"postgres://postgres@127.0.0.1:{self.pg_port}/{name}"
 
+    TEMPLATE_DATABASE = "allmile_migrated"
+
     def database_create(self, name: str, *, migrate: bool = True) -> str:
-        """A fresh database ``name`` (dropped first), migrated; returns its URL."""
+        """A fresh database ``name`` (dropped first), migrated; returns its URL.
+
+        The first call migrates a template database; later ones copy it, which
+        takes a second instead of half a minute of migrations.
+        """
         self.psql("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self.psql("postgres", f'CREATE DATABASE "{name}"')
-        if migrate:
-            self.manage(name, "migrate", "--noinput", "-v0")
+        if not migrate:
+            self.psql("postgres", f'CREATE DATABASE "{name}"')
+            return self.database_url(name)
+        template = self.TEMPLATE_DATABASE
+        exists = self.psql("postgres", f"SELECT 1 FROM pg_database WHERE datname = '{template}'")
+        if not exists:
+            self.psql("postgres", f'CREATE DATABASE "{template}"')
+            self.manage(template, "migrate", "--noinput", "-v0")
+        self.psql("postgres", f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         return self.database_url(name)
 
     # -- Redis ------------------------------------------------------------------
@@ -265,7 +277,9 @@ class Stack:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr[-3000:]}")
         return result.stdout
 
-    def _spawn(self, name: str, command: list[str], env: dict[str, str], url: str = "") -> Process:
+    def spawn(self, name: str, command: list[str], env: dict[str, str], url: str = "") -> Process:
+        """Any process of a target's (a load generator, a consumer), logged and
+        stopped with the others."""
         log_path = self.logs / f"{name}.log"
         log = log_path.open("ab")
         popen = subprocess.Popen(
@@ -294,7 +308,7 @@ class Stack:
                  port: int | None = None, **extra_env: str) -> Process:
         """WSGI workers for the HTTP API (what R1/R11 measure against)."""
         port = port or free_port()
-        process = self._spawn(
+        process = self.spawn(
             name,
             [
                 sys.executable, "-m", "gunicorn", "config.wsgi:application",
@@ -317,7 +331,7 @@ class Stack:
         ]
         if workers > 1:
             command += ["--workers", str(workers)]
-        process = self._spawn(name, command, self.env(database, **extra_env),
+        process = self.spawn(name, command, self.env(database, **extra_env),
                               url=f"http://127.0.0.1:{port}")
         self._wait_http(process)
         return process
@@ -331,7 +345,7 @@ class Stack:
         ]
         if queues:
             command += ["-Q", queues]
-        process = self._spawn(name, command, self.env(database, **extra_env))
+        process = self.spawn(name, command, self.env(database, **extra_env))
         if wait:
             self.celery_wait_ready(process)
         return process
@@ -346,7 +360,7 @@ class Stack:
 
     def celery_beat(self, database: str, *, name: str = "beat", **extra_env: str) -> Process:
         schedule = self.workdir / f"{name}-schedule"
-        return self._spawn(
+        return self.spawn(
             name,
             [sys.executable, "-m", "celery", "-A", "config", "beat", "-l", "warning",
              "--schedule", str(schedule)],

@@ -18,3 +18,11 @@ MIDDLEWARE = ["reliability.middleware.FaultRequestMiddleware", *MIDDLEWARE]  # n
 # R3 (c): a relay process that SIGKILLs itself after publishing, on cue.
 if os.environ.get("RELIABILITY_KILL_AFTER_PUBLISH"):
     CHANNEL_LAYERS["default"]["BACKEND"] = "reliability.layers.KillAfterPublishLayer"  # noqa: F405
+
+# R8: the scenario's layer capacity (100), so a client that stops reading goes
+# over it within its 20 s and group_send drops its messages, as it would in
+# production under a larger fan-out.
+if os.environ.get("RELIABILITY_LAYER_CAPACITY"):
+    CHANNEL_LAYERS["default"]["CONFIG"]["capacity"] = int(  # noqa: F405
+        os.environ["RELIABILITY_LAYER_CAPACITY"]
+    )

@@ -267,7 +267,7 @@ def run(stack: Stack, context: RunContext) -> list[Figure]:
         DATABASE, concurrency=2, wait=False, RELIABILITY_KILL_AFTER_PUBLISH=str(kill_flag)
     )
     stack.celery_beat(DATABASE)
-    consumer = stack._spawn(
+    consumer = stack.spawn(
         "consumer", [sys.executable, "-m", "reliability.consumer", "--seconds", "900"],
         stack.env(DATABASE),
     )
@@ -500,7 +500,7 @@ def _relay_killed(context: RunContext, writer: Writer, db: Database, worker: Pro
 
 def _redis_down(context: RunContext, stack: Stack, writer: Writer, db: Database) -> dict:
     outage = context.seconds(30, 8)
-    relay = stack._spawn("relay-loop", [sys.executable, "-c", RELAY_LOOP, "300"],
+    relay = stack.spawn("relay-loop", [sys.executable, "-c", RELAY_LOOP, "300"],
                          stack.env(DATABASE))
     with Background(writer, "R3-d-bg-", per_second=3, limit_seconds=WAIT_SECONDS * 3):
         time.sleep(3)

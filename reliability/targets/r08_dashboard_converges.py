@@ -654,9 +654,10 @@ def run(stack, context):
         [sys.executable, "-m", "reliability.targets.r08_dashboard_converges", "setup"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    web = stack.uvicorn(db)
-    stack.celery_worker(db, concurrency=2)
-    stack.celery_beat(db)
+    capacity = {"RELIABILITY_LAYER_CAPACITY": "100"}  # the scenario's layer capacity
+    web = stack.uvicorn(db, **capacity)
+    stack.celery_worker(db, concurrency=2, **capacity)
+    stack.celery_beat(db, **capacity)
     setup_out, setup_err = setup.communicate(timeout=120)
     if setup.returncode != 0:
         raise RuntimeError(f"setup failed:\n{setup_err[-3000:]}")
