@@ -59,7 +59,9 @@ def pod_thumbnail_make(*, pod_id: int) -> str | None:
     """The thumbnail of a proof's photo, made if missing; its storage name, or
     None when the proof has no photo (or is gone)."""
     photo_name = (
-        ProofOfDelivery.objects.filter(pk=pod_id).values_list("photo", flat=True).first()
+        ProofOfDelivery.objects.filter(pk=pod_id)
+        .values_list("photo", flat=True)
+        .first()
     )
     if not photo_name:
         return None

@@ -142,7 +142,9 @@ class DeadLetterAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
-    @admin.action(description="Re-queue the selected tasks (with a fresh delivery count)")
+    @admin.action(
+        description="Re-queue the selected tasks (with a fresh delivery count)"
+    )
     def requeue(self, request, queryset) -> None:
         for letter in queryset:
             dead_letter_requeue(dead_letter_id=letter.pk)

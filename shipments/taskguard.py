@@ -86,7 +86,13 @@ def task_delivery_error_note(*, task_id: str, error: str) -> None:
 
 @transaction.atomic
 def dead_letter_record(
-    *, task_id: str, task_name: str, args: Any, kwargs: Any, deliveries: int, last_error: str
+    *,
+    task_id: str,
+    task_name: str,
+    args: Any,
+    kwargs: Any,
+    deliveries: int,
+    last_error: str,
 ) -> DeadLetter:
     """Park a task that went over the cap (the same task again updates its row)."""
     now = timezone.now()
@@ -155,7 +161,9 @@ def guard_before_start(task, task_id: str, args, kwargs) -> None:
     if request.is_eager:  # run in-process: never redelivered
         return
     try:
-        deliveries, last_error = task_delivery_begin(task_id=task_id, task_name=task.name)
+        deliveries, last_error = task_delivery_begin(
+            task_id=task_id, task_name=task.name
+        )
         if deliveries > 1 and not last_error:
             last_error = WORKER_LOST
             task_delivery_error_note(task_id=task_id, error=last_error)
@@ -171,11 +179,16 @@ def guard_before_start(task, task_id: str, args, kwargs) -> None:
             last_error=last_error,
         )
     except DatabaseError:
-        logger.warning("delivery of %s[%s] not counted (database error)", task.name, task_id)
+        logger.warning(
+            "delivery of %s[%s] not counted (database error)", task.name, task_id
+        )
         return
     logger.error(
         "task %s[%s] delivered %s times (cap %s): dead-lettered, not run",
-        task.name, task_id, deliveries, cap,
+        task.name,
+        task_id,
+        deliveries,
+        cap,
     )
     raise Ignore()
 
@@ -222,4 +235,6 @@ def install(app=None) -> None:
         app.conf.task_annotations = [*annotations, DeliveryCap()]
         if "annotations" in app.__dict__:  # already computed: recompute on next bind
             del app.__dict__["annotations"]
-    signals.task_postrun.connect(_delivery_finished, weak=False, dispatch_uid="taskguard")
+    signals.task_postrun.connect(
+        _delivery_finished, weak=False, dispatch_uid="taskguard"
+    )

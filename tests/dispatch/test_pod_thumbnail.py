@@ -69,7 +69,9 @@ def test_a_committed_photo_gets_its_thumbnail_from_a_worker(last_mile_route):
     assert not _thumbnails_of(pod.signature.name)  # photos only
 
 
-def test_the_thumbnail_is_a_small_jpeg_beside_the_photo(stop, django_capture_on_commit_callbacks):
+def test_the_thumbnail_is_a_small_jpeg_beside_the_photo(
+    stop, django_capture_on_commit_callbacks
+):
     pod, _ = _pod_with_photo(stop, django_capture_on_commit_callbacks)
 
     name = pod_thumbnail_make(pod_id=pod.pk)
@@ -94,12 +96,16 @@ def test_making_it_again_leaves_one_thumbnail(stop, django_capture_on_commit_cal
     assert Path(default_storage.path(first)).stat().st_mtime_ns == written
 
 
-def test_a_half_written_thumbnail_is_made_again(stop, django_capture_on_commit_callbacks):
+def test_a_half_written_thumbnail_is_made_again(
+    stop, django_capture_on_commit_callbacks
+):
     pod, _ = _pod_with_photo(stop, django_capture_on_commit_callbacks)
     name = pod_thumbnail_name(pod.photo.name)
     whole = io.BytesIO()
     Image.new("RGB", (256, 192), "red").save(whole, "JPEG")
-    default_storage.save(name, ContentFile(whole.getvalue()[:200]))  # a worker died mid-write
+    default_storage.save(
+        name, ContentFile(whole.getvalue()[:200])
+    )  # a worker died mid-write
 
     pod_thumbnail_make(pod_id=pod.pk)
 
@@ -112,7 +118,9 @@ def test_a_half_written_thumbnail_is_made_again(stop, django_capture_on_commit_c
 def test_a_proof_without_photo_has_no_thumbnail(last_mile_route):
     stop = last_mile_route.stops.order_by("sequence")[1]  # requires nothing
     pod = pod_create(
-        stop_id=stop.pk, driver_id=stop.route.driver_id, data=PodInput(recipient_name="C. M.")
+        stop_id=stop.pk,
+        driver_id=stop.route.driver_id,
+        data=PodInput(recipient_name="C. M."),
     )
 
     assert pod_thumbnail_make(pod_id=pod.pk) is None

@@ -74,10 +74,17 @@ def test_the_cap_is_a_setting(settings):
         idempotency_purge_task.before_start("t-one", [], {})
 
 
-def _letter(task_id: str = "t-dead", task_name: str = "shipments.tasks.idempotency_purge_task"):
+def _letter(
+    task_id: str = "t-dead", task_name: str = "shipments.tasks.idempotency_purge_task"
+):
     task_delivery_begin(task_id=task_id, task_name=task_name)
     return dead_letter_record(
-        task_id=task_id, task_name=task_name, args=[], kwargs={}, deliveries=6, last_error=""
+        task_id=task_id,
+        task_name=task_name,
+        args=[],
+        kwargs={},
+        deliveries=6,
+        last_error="",
     )
 
 
@@ -136,9 +143,22 @@ def prefork_worker():
     app.control.purge()
     with (LOGS / "taskguard-worker.log").open("w") as log:
         worker = subprocess.Popen(
-            [str(ROOT / ".venv/bin/celery"), "-A", "config", "worker", "--pool=prefork",
-             "--concurrency=1", "-I", "tests.shipments.taskguard_tasks", "-l", "info"],
-            cwd=ROOT, env=stack_env(), stdout=log, stderr=subprocess.STDOUT,
+            [
+                str(ROOT / ".venv/bin/celery"),
+                "-A",
+                "config",
+                "worker",
+                "--pool=prefork",
+                "--concurrency=1",
+                "-I",
+                "tests.shipments.taskguard_tasks",
+                "-l",
+                "info",
+            ],
+            cwd=ROOT,
+            env=stack_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 60
@@ -163,10 +183,14 @@ def _wait_for(check, timeout: float = 60) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_poison_task_runs_five_times_then_rests_in_the_dead_letter_table(tmp_path):
-    poison, crash_once, requeued = (tmp_path / n for n in ("poison", "crash-once", "requeued"))
+    poison, crash_once, requeued = (
+        tmp_path / n for n in ("poison", "crash-once", "requeued")
+    )
     with prefork_worker() as worker:
         poison_id = app.send_task("tests.taskguard.poison", args=[str(poison)]).id
-        crash_once_id = app.send_task("tests.taskguard.crash_once", args=[str(crash_once)]).id
+        crash_once_id = app.send_task(
+            "tests.taskguard.crash_once", args=[str(crash_once)]
+        ).id
         _wait_for(lambda: DeadLetter.objects.filter(task_id=poison_id).exists())
         _wait_for(lambda: _runs(crash_once) == 2)
 
@@ -181,7 +205,9 @@ def test_a_poison_task_runs_five_times_then_rests_in_the_dead_letter_table(tmp_p
     assert _runs(poison) == 5
     letter = DeadLetter.objects.get(task_id=poison_id)
     assert (letter.task_name, letter.deliveries, letter.args) == (
-        "tests.taskguard.poison", 6, [str(poison)]
+        "tests.taskguard.poison",
+        6,
+        [str(poison)],
     )
     assert _runs(crash_once) == 2
     assert not DeadLetter.objects.filter(task_id=crash_once_id).exists()

@@ -7,22 +7,31 @@ from shipments.taskguard import dead_letter_requeue
 
 
 class Command(BaseCommand):
-    help = "Send dead-lettered tasks again with a fresh delivery count (by id, or --all)."
+    help = (
+        "Send dead-lettered tasks again with a fresh delivery count (by id, or --all)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("ids", nargs="*", type=int, help="dead letter ids")
         parser.add_argument(
-            "--all", dest="everything", action="store_true",
+            "--all",
+            dest="everything",
+            action="store_true",
             help="every dead letter not re-queued yet",
         )
         parser.add_argument(
-            "--list", dest="listing", action="store_true", help="list them, send nothing"
+            "--list",
+            dest="listing",
+            action="store_true",
+            help="list them, send nothing",
         )
 
     def handle(self, *args, ids, everything, listing, **options):
         if listing:
             for letter in DeadLetter.objects.all():
-                requeued = f"re-queued {letter.requeue_count}×" if letter.requeued_at else ""
+                requeued = (
+                    f"re-queued {letter.requeue_count}×" if letter.requeued_at else ""
+                )
                 self.stdout.write(
                     f"{letter.pk}\t{letter.task_name}\t{letter.task_id}\t"
                     f"{letter.deliveries} deliveries\t{letter.last_seen_at:%Y-%m-%d %H:%M:%S}"
@@ -31,7 +40,9 @@ class Command(BaseCommand):
             return
         if everything:
             ids = list(
-                DeadLetter.objects.filter(requeued_at__isnull=True).values_list("pk", flat=True)
+                DeadLetter.objects.filter(requeued_at__isnull=True).values_list(
+                    "pk", flat=True
+                )
             )
         elif not ids:
             raise CommandError("Name dead letters by id, or pass --all.")
