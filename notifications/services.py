@@ -74,6 +74,9 @@ SWEEP_LOOKBACK = timedelta(minutes=15)
 SWEEP_BATCH = 500
 STALE_QUEUED = timedelta(minutes=2)  # its task was probably lost
 STALE_SENDING = timedelta(minutes=10)  # its worker probably died mid-send
+# A send holds its claim this long at most (provider timeouts are 10 s): a row
+# still "sending" after it belongs to a worker that died, and may be taken over.
+SENDING_LEASE = timedelta(seconds=30)
 
 
 def backoff_seconds(attempts: int) -> int:
@@ -280,12 +283,13 @@ class SendOutcome:
 
 def _claim(message_id: int, now: datetime) -> bool:
     """Conditional update: only one worker attempts a given message at a time."""
+    due = Q(status__in=[S.QUEUED, S.RETRYING]) & (
+        Q(next_attempt_at__isnull=True)
+        | Q(next_attempt_at__lte=now + timedelta(seconds=1))
+    )
+    abandoned = Q(status=S.SENDING, updated_at__lte=now - SENDING_LEASE)
     return (
-        Message.objects.filter(pk=message_id, status__in=[S.QUEUED, S.RETRYING])
-        .filter(
-            Q(next_attempt_at__isnull=True)
-            | Q(next_attempt_at__lte=now + timedelta(seconds=1))
-        )
+        Message.objects.filter(due | abandoned, pk=message_id)
         .update(status=S.SENDING, attempts=F("attempts") + 1, updated_at=now)
         == 1
     )
@@ -311,7 +315,17 @@ def notification_send(
     not due, or another worker has it)."""
     now = now or timezone.now()
     if not _claim(message_id, now):
-        return None
+        claimed_at = (
+            Message.objects.filter(pk=message_id, status=S.SENDING)
+            .values_list("updated_at", flat=True)
+            .first()
+        )
+        if claimed_at is None:
+            return None
+        # Another attempt holds it, or held it and died (a redelivery after a
+        # worker was killed mid-send): look again when its lease is over.
+        wait = (claimed_at + SENDING_LEASE - now).total_seconds()
+        return SendOutcome(S.SENDING, retry_in_seconds=max(1, int(wait) + 1))
     message = Message.objects.select_related("shipment", "rule").get(pk=message_id)
     if recipient_opted_out(channel=message.channel, address=message.recipient):
         Message.objects.filter(pk=message.pk, status=S.SENDING).update(

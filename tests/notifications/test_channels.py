@@ -224,3 +224,28 @@ def test_an_unreachable_mail_server_is_retried(hubs, email_only, smtp, settings)
         == S.SENT
     )
     assert len(smtp.wait_for(1)) == 1
+
+
+def test_a_send_abandoned_by_a_killed_worker_is_taken_over_after_its_lease(
+    hubs, sms_only, sms_api
+):
+    """A worker killed between its claim and the send leaves the row "sending";
+    the redelivered task waits out the lease, then sends it, once."""
+    from notifications.services import SENDING_LEASE
+
+    message = _out_for_delivery_message(hubs)
+    claimed_at = timezone.now()
+    Message.objects.filter(pk=message.pk).update(
+        status=S.SENDING, attempts=1, updated_at=claimed_at
+    )
+
+    early = notification_send(message_id=message.pk, now=claimed_at + timedelta(seconds=5))
+    assert early.status == S.SENDING
+    assert 0 < early.retry_in_seconds <= SENDING_LEASE.total_seconds()
+    assert sms_api.calls == []
+
+    late = notification_send(message_id=message.pk, now=claimed_at + SENDING_LEASE)
+    assert late.status == S.SENT
+    assert len(sms_api.calls) == 1
+    assert notification_send(message_id=message.pk, now=claimed_at + 2 * SENDING_LEASE) is None
+    assert len(sms_api.calls) == 1
