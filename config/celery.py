@@ -42,7 +42,8 @@ app.conf.beat_schedule = {
     "sweep-silent-routes": {"task": "tracking.tasks.eta_sweep_task", "schedule": 60.0},
     "recover-optimization-jobs": {
         "task": "routing.tasks.optimization_job_recover_task",
-        "schedule": 60.0,
+        # Two indexed queries: a dead worker's job is back in the queue quickly.
+        "schedule": 15.0,
     },
     "retry-webhooks": {"task": "tracking.tasks.webhook_retry_sweep_task", "schedule": 60.0},
     "sweep-notifications": {

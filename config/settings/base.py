@@ -236,10 +236,33 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": 5,
     "socket_keepalive": True,
 }
+# A dead worker's unacknowledged messages are looked for every 10 s (kombu scans
+# only every 10th pass by default: up to 100 s more after the visibility timeout).
+CELERY_BROKER_TRANSPORT_OPTIONS["unacked_restore_throttle"] = 1
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
     "visibility_timeout": CELERY_VISIBILITY_TIMEOUT_SECONDS
 }
 CELERY_VISIBILITY_TIMEOUT = CELERY_VISIBILITY_TIMEOUT_SECONDS
+# Three queues, so bulk work never delays live work: the outbox relay, ETAs and
+# sweeps ("celery") do not wait behind a burst of customer messages
+# ("notifications") or a ten-minute optimization ("optimization"). A worker
+# started without -Q consumes all three; docker-compose gives optimization a
+# worker of its own.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = {"celery": {}, "notifications": {}, "optimization": {}}
+CELERY_TASK_ROUTES = {
+    "notifications.tasks.notification_event_process_task": {"queue": "notifications"},
+    "notifications.tasks.notification_send_task": {"queue": "notifications"},
+    "routing.tasks.optimization_job_run_task": {"queue": "optimization"},
+    "routing.tasks.optimization_part_solve_task": {"queue": "optimization"},
+}
+# A task delivered this many times without finishing (its worker died each
+# time) goes to the dead-letter table instead of running again (shipments.taskguard).
+TASK_MAX_DELIVERIES = env.int("TASK_MAX_DELIVERIES", default=5)
+# On a warm shutdown (a deploy), running tasks get this long to finish before
+# they are handed back to the queue.
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env.float("CELERY_SOFT_SHUTDOWN_SECONDS", default=10.0)
+CELERY_WORKER_ENABLE_SOFT_SHUTDOWN_ON_IDLE = True
 
 # ---------------------------------------------------------------------------
 # Auth, sessions, security
