@@ -338,6 +338,9 @@ def _route_eta_save(route: Route, stops: list[RouteStop], result: RouteEta, *, s
     }
     with transaction.atomic():
         write_lock_take()
+        # The route first, as the driver's events take it: locking its stops
+        # alone, in another order, deadlocked against a driver's batch.
+        Route.objects.select_for_update().filter(pk=route.pk).exists()
         # One statement for every stop, one for the history, one for the forecast.
         if changed:
             RouteStop.objects.bulk_update(changed, ["eta"])
