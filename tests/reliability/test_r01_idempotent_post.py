@@ -149,7 +149,9 @@ def _scan_batch(route_id: int, barcode: str, seq: int, device: str) -> dict:
 def _ping_batch(base, index: int) -> dict:
     at = base + timedelta(seconds=2 * index)
     return {
-        "device_id": "r1-phone",
+        # 50 batches per phone: below the per-device limit on ping batches
+        # (120 a minute), which a single phone sending 400 at once would meet.
+        "device_id": f"r1-phone-{index // 50}",
         "pings": [
             {
                 "latitude": 43.7310 + index * 1e-5,
