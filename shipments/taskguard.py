@@ -56,19 +56,18 @@ def task_delivery_begin(*, task_id: str, task_name: str) -> tuple[int, str]:
     One statement, committed at once (autocommit): the count must survive the
     worker dying a moment later.
     """
-    table = TaskDelivery._meta.db_table
     now = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""
-            INSERT INTO {table}
+            """
+            INSERT INTO shipments_taskdelivery
                 (task_id, task_name, deliveries, last_error, first_seen_at, last_seen_at)
             VALUES (%s, %s, 1, '', %s, %s)
             ON CONFLICT (task_id) DO UPDATE
-                SET deliveries = {table}.deliveries + 1,
+                SET deliveries = shipments_taskdelivery.deliveries + 1,
                     last_seen_at = excluded.last_seen_at
             RETURNING deliveries, last_error
-            """,  # noqa: S608 - the table name is ours, values are parameters
+            """,
             [task_id, task_name[:200], now, now],
         )
         deliveries, last_error = cursor.fetchone()
