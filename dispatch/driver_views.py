@@ -23,15 +23,15 @@ from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
-    inline_serializer,
 )
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from shipments.idempotency import KEY_SCHEMA, idempotent
+from shipments.idempotency import idempotent
 from shipments.roles import IsDispatcherOrDriver, IsDriver
+from shipments.schema import KEY_SCHEMA_REQUIRED
 
 from .driver_events import DriverEventInput, driver_events_apply
 from .pings import PingInput, driver_pings_record
@@ -61,7 +61,6 @@ from .serializers import (
     DutyInputSerializer,
     PingBatchResultSerializer,
     PingBatchSerializer,
-    PingItemSerializer,
     PodInputSerializer,
     ProofOfDeliverySerializer,
     RouteSerializer,
@@ -73,7 +72,7 @@ from .services import driver_duty_set
 
 IDEMPOTENCY_KEY_REQUIRED = OpenApiParameter(
     "Idempotency-Key",
-    KEY_SCHEMA,
+    KEY_SCHEMA_REQUIRED,
     OpenApiParameter.HEADER,
     required=True,
     description="Required on every driver write. A retry with the same key returns the "
@@ -162,12 +161,15 @@ class DriverRouteApi(APIView):
 
     permission_classes = [IsDriver]
 
+    class InputSerializer(serializers.Serializer):
+        date = serializers.DateField(
+            required=False, help_text="Another day (default today)"
+        )
+
     @extend_schema(
         operation_id="driver_route_today",
         parameters=[
-            OpenApiParameter(
-                "date", OpenApiTypes.DATE, description="Another day (default today)"
-            ),
+            InputSerializer,
             OpenApiParameter(
                 "If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER
             ),
@@ -183,9 +185,9 @@ class DriverRouteApi(APIView):
     )
     def get(self, request):
         driver = _require_driver(request)
-        day = None
-        if "date" in request.query_params:
-            day = serializers.DateField().run_validation(request.query_params["date"])
+        params = self.InputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        day = params.validated_data.get("date")
         route = driver_route_current(driver_id=driver.pk, service_date=day)
         if route is None:
             return Response(
@@ -397,13 +399,7 @@ class DriverPingsApi(APIView):
     parser_classes = [JSONParser]
 
     @extend_schema(
-        request=inline_serializer(
-            "PingBatchRequest",
-            {
-                "device_id": serializers.CharField(max_length=100),
-                "pings": PingItemSerializer(many=True),
-            },
-        ),
+        request=PingBatchSerializer,
         responses={200: PingBatchResultSerializer},
         parameters=[IDEMPOTENCY_KEY_REQUIRED],
         examples=[

@@ -1,21 +1,35 @@
 from __future__ import annotations
 
-from decimal import Decimal
-
 from django.apps import apps
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import SkipField
+from rest_framework.validators import UniqueValidator
 
+from shipments.api_errors import rule_error
 from shipments.models import SHIPMENT_SKILLS, Hub
+from shipments.serializers import (
+    JsonModelSerializer,
+    JsonSerializer,
+    StrictDateTimeField,
+    StrictDecimalField,
+    StrictTimeField,
+    exact_regex_field,
+)
 
 from .models import Driver, Vehicle
 
 POD_ITEMS = ["photo", "signature", "recipient_name"]
-KNOWN_SKILLS = SHIPMENT_SKILLS  # one vocabulary for what vehicles offer and shipments need
+KNOWN_SKILLS = (
+    SHIPMENT_SKILLS  # one vocabulary for what vehicles offer and shipments need
+)
 
 
-class VehicleSerializer(serializers.ModelSerializer):
+class VehicleSerializer(JsonModelSerializer):
+    code = exact_regex_field(
+        r"^[-a-zA-Z0-9_]{1,30}\Z",
+        validators=[UniqueValidator(queryset=Vehicle.objects.all())],
+    )
     home_hub = serializers.SlugRelatedField(
         slug_field="code", queryset=Hub.objects.all()
     )
@@ -24,19 +38,18 @@ class VehicleSerializer(serializers.ModelSerializer):
         required=False,
         max_length=10,
     )
-    capacity_kg = serializers.DecimalField(
-        max_digits=9,
-        decimal_places=2,
-        min_value=Decimal("1"),
-        max_value=Decimal("40000"),
-    )
-    capacity_m3 = serializers.DecimalField(
-        max_digits=8,
-        decimal_places=3,
-        min_value=Decimal("0.01"),
-        max_value=Decimal("120"),
-    )
+    capacity_kg = StrictDecimalField(maximum=40000, places=2, positive=True)
+    capacity_m3 = StrictDecimalField(maximum=120, places=3, positive=True)
     capacity_parcels = serializers.IntegerField(min_value=1, max_value=20000)
+    fixed_cost = StrictDecimalField(
+        maximum=1_000_000, places=2, positive=False, required=False
+    )
+    cost_per_km = StrictDecimalField(
+        maximum=1000, places=3, positive=False, required=False
+    )
+    cost_per_hour = StrictDecimalField(
+        maximum=10_000, places=2, positive=False, required=False
+    )
 
     class Meta:
         model = Vehicle
@@ -60,8 +73,12 @@ class DriverSerializer(serializers.ModelSerializer):
     username = serializers.CharField(source="user.username", read_only=True)
     first_name = serializers.CharField(source="user.first_name", read_only=True)
     last_name = serializers.CharField(source="user.last_name", read_only=True)
-    home_hub = serializers.SlugRelatedField(slug_field="code", read_only=True)
-    default_vehicle = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    home_hub = serializers.SlugRelatedField(
+        slug_field="code", read_only=True, allow_null=True
+    )
+    default_vehicle = serializers.SlugRelatedField(
+        slug_field="code", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = Driver
@@ -81,10 +98,14 @@ class DriverSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class DriverInputSerializer(serializers.Serializer):
-    username = serializers.RegexField(r"^[\w.@+-]{3,150}$")
+class DriverInputSerializer(JsonSerializer):
+    username = exact_regex_field(r"^[A-Za-z0-9_.@+-]{3,150}\Z")
     password = serializers.CharField(
-        min_length=8, max_length=128, required=False, write_only=True
+        min_length=8,
+        max_length=128,
+        required=False,
+        write_only=True,
+        trim_whitespace=False,
     )
     first_name = serializers.CharField(max_length=150, required=False, default="")
     last_name = serializers.CharField(max_length=150, required=False, default="")
@@ -99,24 +120,26 @@ class DriverInputSerializer(serializers.Serializer):
         required=False,
         allow_null=True,
     )
-    shift_start = serializers.TimeField()
-    shift_end = serializers.TimeField()
+    shift_start = StrictTimeField()
+    shift_end = StrictTimeField()
 
     def validate(self, attrs):
         if attrs["shift_end"] <= attrs["shift_start"]:
             raise serializers.ValidationError(
-                {"shift_end": ["The shift must end after it starts."]}
+                {"shift_end": [rule_error("The shift must end after it starts.")]}
             )
         return attrs
 
 
-class DriverUpdateSerializer(serializers.ModelSerializer):
+class DriverUpdateSerializer(JsonModelSerializer):
     default_vehicle = serializers.SlugRelatedField(
         slug_field="code",
         queryset=Vehicle.objects.all(),
         required=False,
         allow_null=True,
     )
+    shift_start = StrictTimeField(required=False)
+    shift_end = StrictTimeField(required=False)
 
     class Meta:
         model = Driver
@@ -127,7 +150,7 @@ class DriverUpdateSerializer(serializers.ModelSerializer):
         end = attrs.get("shift_end", getattr(self.instance, "shift_end", None))
         if start and end and end <= start:
             raise serializers.ValidationError(
-                {"shift_end": ["The shift must end after it starts."]}
+                {"shift_end": [rule_error("The shift must end after it starts.")]}
             )
         return attrs
 
@@ -358,7 +381,7 @@ class RouteSummarySerializer(serializers.Serializer):
 DEVICE_ID_FIELD = {"max_length": 100, "min_length": 1}
 
 
-class DriverEventItemSerializer(serializers.Serializer):
+class DriverEventItemSerializer(JsonSerializer):
     """One event. ``type``, ``reason`` and ``barcode`` are judged per item (a bad one
     is stored as rejected); identity fields must be well formed to be stored."""
 
@@ -370,7 +393,7 @@ class DriverEventItemSerializer(serializers.Serializer):
         "picked_up, delivered, delivery_failed, departed, hub_scan_in, "
         "hub_scan_out or route_finished",
     )
-    occurred_at = serializers.DateTimeField()
+    occurred_at = StrictDateTimeField()
     stop_id = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, max_value=2**62
     )
@@ -391,9 +414,9 @@ class DriverEventItemSerializer(serializers.Serializer):
     )
 
 
-class DriverEventBatchSerializer(serializers.Serializer):
+class DriverEventBatchSerializer(JsonSerializer):
     device_id = serializers.CharField(**DEVICE_ID_FIELD)
-    events = DriverEventItemSerializer(many=True, allow_empty=False, max_length=500)
+    events = DriverEventItemSerializer(many=True, min_length=1, max_length=500)
 
     # An item repeated inside one batch is answered as a duplicate, never a 400:
     # a 400 would block the phone's offline queue for good.
@@ -451,14 +474,24 @@ def ping_item_validate(raw) -> tuple[dict | None, dict | None]:
 _PING_FIELDS = PingItemSerializer().fields
 
 
-class PingBatchSerializer(serializers.Serializer):
+class PingItemField(serializers.DictField):
+    """One fix, shaped as PingItem. Each fix is judged alone, so the schema
+    admits any object too: a fix with a field missing or of the wrong type, or
+    an implausible one (out of range, in the future, too fast), is rejected by
+    its index with a reason, and the rest of the batch is stored."""
+
+    def openapi_schema(self, auto_schema) -> dict:
+        shape = auto_schema.resolve_serializer(PingItemSerializer(), "request")
+        return {
+            "anyOf": [shape.ref, {"type": "object"}],
+            "description": "A fix shaped as PingItem; any other object is "
+            "rejected alone, by its index, and the rest of the batch is stored.",
+        }
+
+
+class PingBatchSerializer(JsonSerializer):
     device_id = serializers.CharField(**DEVICE_ID_FIELD)
-    pings = serializers.ListField(
-        child=serializers.DictField(),
-        allow_empty=False,
-        max_length=500,
-        help_text="Items shaped as PingItem; a malformed item is rejected alone.",
-    )
+    pings = serializers.ListField(child=PingItemField(), min_length=1, max_length=500)
 
 
 class PingRejectionSerializer(serializers.Serializer):
@@ -473,6 +506,8 @@ class PingBatchResultSerializer(serializers.Serializer):
 
 
 class PodInputSerializer(serializers.Serializer):
+    """A multipart form: a field left out has no value (a form cannot send null)."""
+
     photo = serializers.FileField(required=False, allow_empty_file=True)
     signature = serializers.FileField(required=False, allow_empty_file=True)
     recipient_name = serializers.CharField(
@@ -481,13 +516,9 @@ class PodInputSerializer(serializers.Serializer):
     note = serializers.CharField(
         required=False, allow_blank=True, max_length=500, default=""
     )
-    latitude = serializers.FloatField(
-        required=False, allow_null=True, min_value=-90, max_value=90
-    )
-    longitude = serializers.FloatField(
-        required=False, allow_null=True, min_value=-180, max_value=180
-    )
-    captured_at = serializers.DateTimeField(required=False, allow_null=True)
+    latitude = serializers.FloatField(required=False, min_value=-90, max_value=90)
+    longitude = serializers.FloatField(required=False, min_value=-180, max_value=180)
+    captured_at = StrictDateTimeField(required=False)
 
 
 class ProofOfDeliverySerializer(serializers.Serializer):
@@ -517,9 +548,9 @@ class ProofOfDeliverySerializer(serializers.Serializer):
         return f"/api/v1/pods/{pod.pk}/signature/" if pod.signature else None
 
 
-class DutyInputSerializer(serializers.Serializer):
+class DutyInputSerializer(JsonSerializer):
     status = serializers.ChoiceField(choices=["on_duty", "break", "off_duty"])
-    occurred_at = serializers.DateTimeField(required=False, allow_null=True)
+    occurred_at = StrictDateTimeField(required=False, allow_null=True)
 
 
 class DriverShipmentSerializer(serializers.Serializer):
@@ -543,12 +574,12 @@ class DriverShipmentSerializer(serializers.Serializer):
 # ---------------------------------------------------------------------------
 
 
-class RouteAssignInputSerializer(serializers.Serializer):
+class RouteAssignInputSerializer(JsonSerializer):
     driver_id = serializers.IntegerField(min_value=1, max_value=2**62)
     vehicle_id = serializers.IntegerField(min_value=1, max_value=2**62)
 
 
-class RoutesPublishInputSerializer(serializers.Serializer):
+class RoutesPublishInputSerializer(JsonSerializer):
     date = serializers.DateField()
     hub = serializers.SlugRelatedField(
         slug_field="code", queryset=Hub.objects.all(), required=False, allow_null=True
@@ -561,7 +592,7 @@ class RoutesPublishResultSerializer(serializers.Serializer):
     unassigned = serializers.ListField(child=serializers.IntegerField())
 
 
-class StopReassignInputSerializer(serializers.Serializer):
+class StopReassignInputSerializer(JsonSerializer):
     route_id = serializers.IntegerField(min_value=1, max_value=2**62)
     position = serializers.IntegerField(
         required=False, allow_null=True, min_value=1, max_value=10_000
@@ -613,7 +644,7 @@ class TripSerializer(serializers.Serializer):
     leg_count = serializers.IntegerField()
 
 
-class TripsPlanInputSerializer(serializers.Serializer):
+class TripsPlanInputSerializer(JsonSerializer):
     date = serializers.DateField()
 
 
@@ -627,7 +658,7 @@ class TripsPlanResultSerializer(serializers.Serializer):
     waiting = serializers.ListField(child=serializers.DictField())
 
 
-class InsertionInputSerializer(serializers.Serializer):
+class InsertionInputSerializer(JsonSerializer):
     shipment_id = serializers.IntegerField(min_value=1, max_value=2**62)
     time_budget_seconds = serializers.FloatField(min_value=0.5, max_value=30, default=5)
 

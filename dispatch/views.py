@@ -8,11 +8,13 @@ from django.db.models import Count, Q
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.generics import ListAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from routing.models import Route, RouteStop
+from shipments.filters import AllmileFilterSet, IdFilter, StrictBooleanFilter
 from shipments.idempotency import idempotent
 from shipments.models import Shipment
 from shipments.states import Mile
@@ -106,16 +108,14 @@ class DriverViewSet(
 # ---------------------------------------------------------------------------
 
 
-class RouteFilter(django_filters.FilterSet):
+class RouteFilter(AllmileFilterSet):
     date = django_filters.DateFilter(field_name="service_date")
     hub = django_filters.CharFilter(field_name="hub__code")
     mile = django_filters.ChoiceFilter(choices=Mile.choices)
     status = django_filters.MultipleChoiceFilter(choices=Route.Status.choices)
-    driver = django_filters.NumberFilter(field_name="driver_id")
-    vehicle = django_filters.NumberFilter(field_name="vehicle_id")
-    is_trip = django_filters.BooleanFilter(
-        field_name="trip", lookup_expr="isnull", exclude=True
-    )
+    driver = IdFilter(field_name="driver_id")
+    vehicle = IdFilter(field_name="vehicle_id")
+    is_trip = StrictBooleanFilter(field_name="trip", lookup_expr="isnull", exclude=True)
 
     class Meta:
         model = Route
@@ -159,9 +159,13 @@ class RouteAssignApi(APIView):
         get_object_or_404(Route, pk=route_id)
         errors = {}
         if not Driver.objects.filter(pk=payload.validated_data["driver_id"]).exists():
-            errors["driver_id"] = ["No such driver."]
+            errors["driver_id"] = [
+                ErrorDetail("No such driver.", code="does_not_exist")
+            ]
         if not Vehicle.objects.filter(pk=payload.validated_data["vehicle_id"]).exists():
-            errors["vehicle_id"] = ["No such vehicle."]
+            errors["vehicle_id"] = [
+                ErrorDetail("No such vehicle.", code="does_not_exist")
+            ]
         if errors:
             raise serializers.ValidationError(errors)
         route_assign(route_id=route_id, actor=request.user, **payload.validated_data)
@@ -226,7 +230,7 @@ class StopReassignApi(APIView):
 
     @extend_schema(
         request=StopReassignInputSerializer,
-        responses=RouteStopSerializer,
+        responses={201: RouteStopSerializer},
         parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
@@ -266,16 +270,26 @@ class RouteTraceApi(APIView):
         return Response(LocationPingSerializer(reversed(list(pings)), many=True).data)
 
 
+class DispatchConflictFilter(AllmileFilterSet):
+    open = StrictBooleanFilter(
+        field_name="resolved_at",
+        lookup_expr="isnull",
+        label="true: only the unresolved; false: only the resolved",
+    )
+
+    class Meta:
+        model = DispatchConflict
+        fields = ["open"]
+
+
 class DispatchConflictListApi(ListAPIView):
     """Field facts that overrode a plan, newest first (``?open=true`` for unresolved)."""
 
     serializer_class = DispatchConflictSerializer
+    filterset_class = DispatchConflictFilter
 
     def get_queryset(self):
-        conflicts = DispatchConflict.objects.order_by("-id")
-        if self.request.query_params.get("open") == "true":
-            conflicts = conflicts.filter(resolved_at__isnull=True)
-        return conflicts
+        return DispatchConflict.objects.order_by("-id")
 
 
 # ---------------------------------------------------------------------------
@@ -283,7 +297,7 @@ class DispatchConflictListApi(ListAPIView):
 # ---------------------------------------------------------------------------
 
 
-class TripFilter(django_filters.FilterSet):
+class TripFilter(AllmileFilterSet):
     date = django_filters.DateFilter(field_name="route__service_date")
     origin = django_filters.CharFilter(field_name="origin_hub__code")
     destination = django_filters.CharFilter(field_name="destination_hub__code")
@@ -359,7 +373,16 @@ class SameDayInsertionApi(APIView):
     def post(self, request):
         payload = InsertionInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        get_object_or_404(Shipment, pk=payload.validated_data["shipment_id"])
+        if not Shipment.objects.filter(
+            pk=payload.validated_data["shipment_id"]
+        ).exists():
+            raise serializers.ValidationError(
+                {
+                    "shipment_id": [
+                        ErrorDetail("No such shipment.", code="does_not_exist")
+                    ]
+                }
+            )
         result = shipment_insert_same_day(actor=request.user, **payload.validated_data)
         return Response(InsertionResultSerializer(result).data, status=201)
 

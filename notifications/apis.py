@@ -2,9 +2,10 @@
 
 Each view resolves the token (unknown, revoked and expired tokens answer the
 same 404 as the tracking API and count as misses), validates, calls one
-service, and shapes the answer. Refusals come back as 400 with field errors
-(a day or window the hub does not serve) or 409 (the shipment no longer
-allows it), each with a message meant for the customer.
+service, and shapes the answer. Refusals come back as 422 with field errors
+(a well-formed day or window the hub does not serve) or 409 (the shipment no
+longer allows it), each with a message meant for the customer; a body that
+does not fit the schema is a 400.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from rest_framework.views import APIView
 
 from shipments.idempotency import idempotent
 from shipments.models import Shipment
+from shipments.serializers import JsonSerializer, StrictTimeField
 from tracking.apis import NOT_FOUND_BODY, PUBLIC_HEADERS
 from tracking.public import tracking_shipment_resolve
 from tracking.throttle import tracking_miss_record, tracking_request_allowed
@@ -75,7 +77,7 @@ class DeliveryOptionsApi(CustomerActionApi):
     """What the customer may do now: delivery days and windows the hub serves,
     and which actions are open."""
 
-    @extend_schema(responses={200: dict, 404: dict, 429: dict}, auth=[])
+    @extend_schema(responses={200: dict}, auth=[])
     def get(self, request: Request, token: str) -> Response:
         shipment = self.shipment_for(request, token)
         options = customer_options(shipment=shipment)
@@ -111,7 +113,7 @@ class DeliveryInstructionsApi(CustomerActionApi):
     """Leave a safe place, a door code or a note for the driver. A field left
     out keeps its value; an empty one clears it."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(JsonSerializer):
         safe_place = serializers.CharField(
             max_length=120, allow_blank=True, required=False
         )
@@ -122,7 +124,7 @@ class DeliveryInstructionsApi(CustomerActionApi):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: dict, 400: dict, 404: dict, 409: dict, 429: dict},
+        responses={200: dict},
         auth=[],
     )
     @idempotent
@@ -145,9 +147,9 @@ class DeliveryInstructionsApi(CustomerActionApi):
         )
 
 
-class _WindowInput(serializers.Serializer):
+class _WindowInput(JsonSerializer):
     date = serializers.DateField()
-    window_start = serializers.TimeField(input_formats=["%H:%M", "%H:%M:%S"])
+    window_start = StrictTimeField()
 
 
 class DeliveryRescheduleApi(CustomerActionApi):
@@ -158,7 +160,7 @@ class DeliveryRescheduleApi(CustomerActionApi):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: dict, 400: dict, 404: dict, 409: dict, 429: dict},
+        responses={200: dict},
         auth=[],
     )
     @idempotent
@@ -179,12 +181,10 @@ class DeliveryRescheduleApi(CustomerActionApi):
 class RedeliveryApi(CustomerActionApi):
     """After a failed attempt: another delivery on a chosen day, or a pickup at the hub."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(JsonSerializer):
         option = serializers.ChoiceField(choices=["redelivery", "hub_pickup"])
         date = serializers.DateField(required=False)
-        window_start = serializers.TimeField(
-            input_formats=["%H:%M", "%H:%M:%S"], required=False
-        )
+        window_start = StrictTimeField(required=False)
 
         def validate(self, attrs):
             if attrs["option"] == "redelivery":
@@ -199,7 +199,7 @@ class RedeliveryApi(CustomerActionApi):
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: dict, 400: dict, 404: dict, 409: dict, 429: dict},
+        responses={200: dict},
         auth=[],
     )
     @idempotent
@@ -236,13 +236,13 @@ class RedeliveryApi(CustomerActionApi):
 class DeliveryRatingApi(CustomerActionApi):
     """Rate the delivery (1-5 stars and a comment), once, after it."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(JsonSerializer):
         stars = serializers.IntegerField(min_value=1, max_value=5)
         comment = serializers.CharField(max_length=1000, allow_blank=True, default="")
 
     @extend_schema(
         request=InputSerializer,
-        responses={201: dict, 400: dict, 404: dict, 409: dict, 429: dict},
+        responses={201: dict},
         auth=[],
     )
     @idempotent
@@ -265,14 +265,14 @@ class DeliveryRatingApi(CustomerActionApi):
 class MessagesOptOutApi(CustomerActionApi):
     """Stop e-mails and/or text messages to the customer's address."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(JsonSerializer):
         channels = serializers.MultipleChoiceField(
             choices=["email", "sms"], allow_empty=False
         )
 
     @extend_schema(
         request=InputSerializer,
-        responses={200: dict, 400: dict, 404: dict, 429: dict},
+        responses={200: dict},
         auth=[],
     )
     @idempotent

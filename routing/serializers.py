@@ -3,12 +3,16 @@ in routing.services."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from shipments.serializers import JsonSerializer
 from shipments.states import Mile
 
 from .models import OptimizationJob
+from .problem_builder import DEFAULT_OBJECTIVE_WEIGHTS
+from .services.jobs import MAX_VEHICLES_PER_JOB, OBJECTIVE_WEIGHT_MAX
 
 # Ids are positive 64-bit integers; anything else is a 400, never a database error.
 MAX_ID = 2**63 - 1
@@ -16,28 +20,61 @@ MAX_IDS_PER_LIST = 10_000
 
 
 def _id_list(**kwargs) -> serializers.ListField:
+    kwargs.setdefault("max_length", MAX_IDS_PER_LIST)
     return serializers.ListField(
-        child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
-        max_length=MAX_IDS_PER_LIST,
-        **kwargs,
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID), **kwargs
     )
 
 
-class OptimizationJobInputSerializer(serializers.Serializer):
+class ObjectiveWeightsSerializer(JsonSerializer):
+    """How much each cost counts (0 to 1,000 each; 1 when left out). A name
+    that is not one of them is refused, not ignored."""
+
+    def get_fields(self):
+        return {
+            name: serializers.FloatField(
+                min_value=0, max_value=OBJECTIVE_WEIGHT_MAX, required=False
+            )
+            for name in DEFAULT_OBJECTIVE_WEIGHTS
+        }
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(map(str, data)) - set(DEFAULT_OBJECTIVE_WEIGHTS))
+            if unknown:
+                raise serializers.ValidationError(
+                    f"Unknown objective weights: {', '.join(unknown)}; known: "
+                    f"{', '.join(DEFAULT_OBJECTIVE_WEIGHTS)}."
+                )
+        return super().to_internal_value(data)
+
+    def openapi_schema(self, auto_schema) -> dict:
+        weight = {"type": "number", "minimum": 0, "maximum": OBJECTIVE_WEIGHT_MAX}
+        return {
+            "type": "object",
+            "properties": dict.fromkeys(DEFAULT_OBJECTIVE_WEIGHTS, weight),
+            "additionalProperties": False,
+        }
+
+
+class OptimizationJobInputSerializer(JsonSerializer):
     service_date = serializers.DateField()
     hub = serializers.IntegerField(min_value=1, max_value=MAX_ID)
     mile = serializers.ChoiceField(choices=Mile.choices)
-    vehicles = _id_list(allow_empty=False)
+    vehicles = _id_list(min_length=1, max_length=MAX_VEHICLES_PER_JOB)
     legs = _id_list(required=False)
     shipments = _id_list(required=False)
-    time_limit_seconds = serializers.IntegerField(required=False, default=10)
-    objective_weights = serializers.DictField(
-        child=serializers.FloatField(), required=False, allow_empty=True
+    time_limit_seconds = serializers.IntegerField(
+        required=False,
+        default=10,
+        min_value=1,
+        max_value=settings.ROUTING_MAX_TIME_LIMIT_SECONDS,
     )
+    objective_weights = ObjectiveWeightsSerializer(required=False)
     keep_best_on_cancel = serializers.BooleanField(required=False, default=True)
 
 
-class OptimizationJobCancelInputSerializer(serializers.Serializer):
+class OptimizationJobCancelInputSerializer(JsonSerializer):
     keep_best = serializers.BooleanField(required=False, default=True)
 
 

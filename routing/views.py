@@ -14,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from shipments.filters import AllmileFilterSet, IdFilter
 from shipments.idempotency import idempotent
 from shipments.states import Mile
 
@@ -30,10 +31,10 @@ from .services import (
 )
 
 
-class OptimizationJobFilter(django_filters.FilterSet):
+class OptimizationJobFilter(AllmileFilterSet):
     status = django_filters.MultipleChoiceFilter(choices=OptimizationJob.Status.choices)
     mile = django_filters.ChoiceFilter(choices=Mile.choices)
-    hub = django_filters.NumberFilter(field_name="hub_id")
+    hub = IdFilter(field_name="hub_id")
     service_date = django_filters.DateFilter()
 
     class Meta:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import django_filters
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
@@ -11,9 +13,12 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .idempotency import KEY_SCHEMA, idempotent
-from .importing import csv_rows_parse, shipments_import
-from .models import Hub, Leg, Party, Shipment
+from .api_errors import validation_status
+from .filters import AllmileFilterSet, DateTimeFilter, IdFilter, StrictBooleanFilter
+from .idempotency import idempotent
+from .importing import MAX_ROWS, csv_rows_parse, shipments_import
+from .models import Hub, Leg, Party, ServiceLevel, Shipment
+from .schema import KEY_SCHEMA_OPTIONAL
 from .selectors import shipment_list_for_dispatch
 from .serializers import (
     HubSerializer,
@@ -40,7 +45,7 @@ from .tracking_tokens import tracking_url
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
-    KEY_SCHEMA,
+    KEY_SCHEMA_OPTIONAL,
     OpenApiParameter.HEADER,
     description="A retried request with the same key returns the first answer and creates nothing twice.",
 )
@@ -52,6 +57,10 @@ class HubViewSet(viewsets.ModelViewSet):
     lookup_value_regex = r"\d+"
     filterset_fields = ["kind", "is_active"]
 
+    @idempotent
+    def create(self, request, *args, **kwargs):
+        return super().create(request, *args, **kwargs)
+
 
 class PartyViewSet(viewsets.ModelViewSet):
     queryset = Party.objects.all()
@@ -59,23 +68,23 @@ class PartyViewSet(viewsets.ModelViewSet):
     lookup_value_regex = r"\d+"
     filterset_fields = ["kind"]
 
+    @idempotent
+    def create(self, request, *args, **kwargs):
+        return super().create(request, *args, **kwargs)
 
-class ShipmentFilter(django_filters.FilterSet):
+
+class ShipmentFilter(AllmileFilterSet):
     status = django_filters.MultipleChoiceFilter(choices=ShipmentStatus.choices)
     mile = django_filters.ChoiceFilter(field_name="current_mile", choices=Mile.choices)
-    service_level = django_filters.CharFilter()
-    at_risk = django_filters.BooleanFilter(field_name="is_at_risk")
-    is_return = django_filters.BooleanFilter()
+    service_level = django_filters.ChoiceFilter(choices=ServiceLevel.choices)
+    at_risk = StrictBooleanFilter(field_name="is_at_risk")
+    is_return = StrictBooleanFilter()
     hub = django_filters.CharFilter(method="filter_hub", label="Hub code (either end)")
     date = django_filters.DateFilter(
         method="filter_date", label="Promised on this date"
     )
-    created_after = django_filters.IsoDateTimeFilter(
-        field_name="created_at", lookup_expr="gte"
-    )
-    created_before = django_filters.IsoDateTimeFilter(
-        field_name="created_at", lookup_expr="lt"
-    )
+    created_after = DateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = DateTimeFilter(field_name="created_at", lookup_expr="lt")
     q = django_filters.CharFilter(
         method="filter_search", label="Reference or parcel barcode"
     )
@@ -138,24 +147,26 @@ class ShipmentViewSet(
 
 
 class ShipmentEventsApi(APIView):
-    """The shipment's timeline: its events, oldest first."""
+    """The shipment's timeline: its events, oldest first (at most 1,000)."""
+
+    class InputSerializer(serializers.Serializer):
+        after_id = serializers.IntegerField(
+            min_value=0,
+            max_value=2**63 - 1,
+            required=False,
+            help_text="Only events after this id",
+        )
 
     @extend_schema(
-        responses=ShipmentEventSerializer(many=True),
-        parameters=[
-            OpenApiParameter("after_id", int, description="Only events after this id")
-        ],
+        responses=ShipmentEventSerializer(many=True), parameters=[InputSerializer]
     )
     def get(self, request, shipment_id: int):
+        params = self.InputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
         shipment = get_object_or_404(Shipment, pk=shipment_id)
         events = shipment.events.select_related("actor").order_by("id")
-        after = request.query_params.get("after_id")
-        if after is not None:
-            if not after.isdigit():
-                raise serializers.ValidationError(
-                    {"after_id": ["Expected an integer."]}
-                )
-            events = events.filter(id__gt=int(after))
+        if "after_id" in params.validated_data:
+            events = events.filter(id__gt=params.validated_data["after_id"])
         return Response(ShipmentEventSerializer(events[:1000], many=True).data)
 
 
@@ -217,7 +228,7 @@ IMPORT_RESULT = inline_serializer(
 )
 
 
-def _import_response(result):
+def _import_response(result, *, error_status=status.HTTP_422_UNPROCESSABLE_ENTITY):
     if result.errors:
         return Response(
             {
@@ -225,7 +236,7 @@ def _import_response(result):
                 "detail": "Nothing was imported.",
                 "errors": result.errors,
             },
-            status=status.HTTP_400_BAD_REQUEST,
+            status=error_status,
         )
     shipments = {
         s.pk: s
@@ -265,9 +276,29 @@ class ShipmentImportApi(APIView):
             raise serializers.ValidationError(
                 {"file": ["Upload a CSV file in the field 'file'."]}
             )
-        rows = csv_rows_parse(upload.read())
+        rows = [_csv_row_typed(row) for row in csv_rows_parse(upload.read())]
         result = shipments_import(rows=rows, actor=request.user, source="api")
         return _import_response(result)
+
+
+def _csv_row_typed(row: dict) -> dict:
+    """CSV cells are text; the rows are checked as JSON shipments, where ids and
+    coordinates are numbers. A cell that is no number stays text (and is refused)."""
+    row = {**row, "shipper": _cell_number(row.get("shipper"), int)}
+    for end in ("origin", "destination"):
+        place = dict(row[end])
+        for name in ("latitude", "longitude"):
+            place[name] = _cell_number(place.get(name), float)
+        row[end] = place
+    return row
+
+
+def _cell_number(text, kind):
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        return text
+    return value if math.isfinite(value) else text
 
 
 class ShipmentBulkCreateApi(APIView):
@@ -276,24 +307,39 @@ class ShipmentBulkCreateApi(APIView):
     parser_classes = [JSONParser]
 
     @extend_schema(
-        request=ShipmentInputSerializer(many=True),
+        request=ShipmentInputSerializer(many=True, min_length=1, max_length=MAX_ROWS),
         responses={201: IMPORT_RESULT},
         parameters=[IDEMPOTENCY_HEADER],
     )
     @idempotent
     def post(self, request):
-        if not isinstance(request.data, list) or not request.data:
+        rows = request.data
+        if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_ROWS:
             raise serializers.ValidationError(
-                {"non_field_errors": ["Expected a non-empty list."]}
+                {"non_field_errors": [f"Expected a list of 1 to {MAX_ROWS} shipments."]}
             )
-        result = shipments_import(rows=request.data, actor=request.user, source="api")
+        result = shipments_import(rows=rows, actor=request.user, source="api")
+        if result.errors:
+            return _import_response(result, error_status=_rows_error_status(rows))
         return _import_response(result)
 
 
-class LegFilter(django_filters.FilterSet):
+def _rows_error_status(rows: list) -> int:
+    """400 when a row does not fit ShipmentInput's schema; otherwise the rows
+    are well formed and a rule refused them (422). Read only on a refusal."""
+    for row in rows:
+        row_input = ShipmentInputSerializer(data=row)
+        if not row_input.is_valid() and validation_status(row_input.errors) == 400:
+            return status.HTTP_400_BAD_REQUEST
+    return status.HTTP_422_UNPROCESSABLE_ENTITY
+
+
+class LegFilter(AllmileFilterSet):
     status = django_filters.MultipleChoiceFilter(choices=LegStatus.choices)
     mile = django_filters.ChoiceFilter(choices=Mile.choices)
-    hub = django_filters.CharFilter(method="filter_hub")
+    # By id: an unknown shipment is an empty list, not an error.
+    shipment = IdFilter(field_name="shipment_id")
+    hub = django_filters.CharFilter(method="filter_hub", label="Hub code (either end)")
 
     class Meta:
         model = Leg

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -14,6 +14,11 @@ from rest_framework.views import APIView
 
 from shipments.idempotency import idempotent
 from shipments.models import Party
+from shipments.serializers import (
+    JsonModelSerializer,
+    JsonSerializer,
+    exact_regex_field,
+)
 
 from .exceptions import exception_acknowledge, exception_resolve, exception_summary
 from .kpis import kpis_for_day
@@ -22,6 +27,10 @@ from .public import public_shipment_view, tracking_shipment_resolve
 from .selectors import dashboard_snapshot, exception_list, route_map_list
 from .stream import AFTER_SEQ_MAX_LIMIT, shipment_last_seq, stream_page
 from .throttle import tracking_miss_record, tracking_request_allowed
+
+# An http(s) URL in visible ASCII (a host, an optional port, then anything).
+WEBHOOK_URL_PATTERN = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?\Z"
+WEBHOOK_URL_MAX = WebhookEndpoint._meta.get_field("url").max_length
 
 PUBLIC_HEADERS = {
     "Cache-Control": "no-store",
@@ -58,7 +67,7 @@ class TrackingPublicApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    @extend_schema(responses={200: dict, 404: dict, 429: dict}, auth=[])
+    @extend_schema(responses={200: dict}, auth=[])
     def get(self, request: Request, token: str) -> Response:
         if not tracking_request_allowed(request):
             return public_response({"detail": "Too many requests."}, status_code=429)
@@ -76,13 +85,7 @@ class StreamAfterSeqApi(APIView):
         after_seq = serializers.IntegerField(min_value=0, max_value=2**62)
         limit = serializers.IntegerField(min_value=1, max_value=AFTER_SEQ_MAX_LIMIT, default=200)
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("after_seq", int, required=True),
-            OpenApiParameter("limit", int, required=False),
-        ],
-        responses=dict,
-    )
+    @extend_schema(parameters=[InputSerializer], responses=dict)
     def get(self, request: Request) -> Response:
         params = self.InputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -97,7 +100,7 @@ class DashboardSnapshotApi(APIView):
     """Hubs, today's routes with stops, driver positions, open exceptions, KPIs,
     and the stream number the snapshot was read at."""
 
-    @extend_schema(parameters=[OpenApiParameter("date", str)], responses=dict)
+    @extend_schema(parameters=[DayInputSerializer], responses=dict)
     def get(self, request: Request) -> Response:
         params = DayInputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -114,7 +117,7 @@ class OptimizationRoutesMapApi(APIView):
 
 
 class KpisApi(APIView):
-    @extend_schema(parameters=[OpenApiParameter("date", str)], responses=dict)
+    @extend_schema(parameters=[DayInputSerializer], responses=dict)
     def get(self, request: Request) -> Response:
         params = DayInputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -127,7 +130,7 @@ class ExceptionListApi(APIView):
             choices=["open", "acknowledged", "resolved", "unresolved"], required=False
         )
 
-    @extend_schema(parameters=[OpenApiParameter("status", str)], responses=dict)
+    @extend_schema(parameters=[InputSerializer], responses=dict)
     def get(self, request: Request) -> Response:
         params = self.InputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -135,7 +138,7 @@ class ExceptionListApi(APIView):
         return Response({"results": [exception_summary(e) for e in exceptions]})
 
 
-class ExceptionActionInputSerializer(serializers.Serializer):
+class ExceptionActionInputSerializer(JsonSerializer):
     note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
 
@@ -165,8 +168,10 @@ class ExceptionResolveApi(APIView):
         return Response(exception_summary(exception))
 
 
-class WebhookEndpointSerializer(serializers.ModelSerializer):
+class WebhookEndpointSerializer(JsonModelSerializer):
     shipper = serializers.PrimaryKeyRelatedField(queryset=Party.objects.all())
+    # The schema's pattern is the whole rule: an http(s) URL with a host.
+    url = exact_regex_field(WEBHOOK_URL_PATTERN, max_length=WEBHOOK_URL_MAX)
     event_types = serializers.ListField(
         child=serializers.CharField(max_length=60), required=False, max_length=50
     )
@@ -176,16 +181,16 @@ class WebhookEndpointSerializer(serializers.ModelSerializer):
         fields = ["id", "shipper", "url", "secret", "event_types", "is_active", "created_at"]
         read_only_fields = ["id", "secret", "created_at"]
 
-    def validate_url(self, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
-            raise serializers.ValidationError("Only http(s) URLs are accepted.")
-        return value
-
 
 class WebhookEndpointListCreateApi(APIView):
     """Shippers' webhook endpoints; the secret is shown so they can verify signatures."""
 
-    @extend_schema(responses=WebhookEndpointSerializer(many=True))
+    @extend_schema(
+        responses=inline_serializer(
+            "WebhookEndpointList",
+            {"results": WebhookEndpointSerializer(many=True)},
+        )
+    )
     def get(self, request: Request) -> Response:
         endpoints = WebhookEndpoint.objects.order_by("id")[:200]
         return Response({"results": WebhookEndpointSerializer(endpoints, many=True).data})

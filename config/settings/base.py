@@ -327,9 +327,14 @@ REST_FRAMEWORK = {
     ],
     # Deny by default: every view is dispatcher-only unless it says otherwise.
     "DEFAULT_PERMISSION_CLASSES": ["shipments.roles.IsDispatcher"],
-    "DEFAULT_PAGINATION_CLASS": "shipments.pagination.StandardPagination",
+    # JSON bodies (a form cannot carry nulls or nested objects); uploads
+    # (proof of delivery, CSV import) say so on their own views.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Strict list parameters: a page, page size or filter value that does not
+    # fit answers 400 instead of being ignored (shipments.filters).
+    "DEFAULT_PAGINATION_CLASS": "shipments.filters.StrictPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_FILTER_BACKENDS": ["shipments.filters.StrictFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "shipments.schema.AllmileAutoSchema",
     "EXCEPTION_HANDLER": "shipments.api_errors.exception_handler",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
@@ -344,6 +349,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Times as HH:MM[:SS] patterns and NUL-free strings (shipments.schema).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "shipments.schema.postprocess_strings",
+    ],
     # One name per shared vocabulary, so every status field reads the same in clients.
     "ENUM_NAME_OVERRIDES": {
         "ShipmentStatusEnum": "shipments.states.ShipmentStatus",

@@ -207,14 +207,14 @@ def test_the_insertion_api(dispatcher_client, hubs, under_way):
         dispatcher_client.post(
             "/api/v1/routes/insertions/", {"shipment_id": shipment.pk}, format="json"
         ).status_code
-        == 400
-    )  # its pickup is planned now
+        == 422
+    )  # its pickup is planned now: well formed, refused by a rule
     assert (
         dispatcher_client.post(
             "/api/v1/routes/insertions/", {"shipment_id": 10**9}, format="json"
         ).status_code
-        == 404
-    )
+        == 422
+    )  # no such shipment: a field error, not a missing URL
     assert (
         dispatcher_client.post(
             "/api/v1/routes/insertions/",

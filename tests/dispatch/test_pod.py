@@ -122,7 +122,7 @@ def test_a_text_file_renamed_jpg_is_refused_as_not_an_image(driver_client, stop)
         signature=_upload(_jpeg_with_gps(), "sig.jpg"),
     )
 
-    assert response.status_code == 400
+    assert response.status_code == 422  # a well-formed upload whose content is refused
     body = response.json()
     assert body["code"] == "pod_invalid"
     assert body["photo"] == ["The file is not a readable JPEG, PNG or WebP image."]
@@ -141,7 +141,7 @@ def test_an_svg_or_html_disguised_as_an_image_is_refused(driver_client, stop):
             photo=_upload(payload, "x.jpg"),
             signature=_upload(payload, "y.png"),
         )
-        assert response.status_code == 400
+        assert response.status_code == 422
         assert response.json()["code"] == "pod_invalid"
     assert not ProofOfDelivery.objects.exists()
 
@@ -185,7 +185,7 @@ def test_a_pixel_bomb_is_refused_without_decoding_it(driver_client, stop):
         signature=_upload(_jpeg_with_gps(), "sig.jpg"),
     )
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert "pixels" in response.json()["photo"][0]
 
 
@@ -201,7 +201,7 @@ def test_a_missing_required_signature_is_refused_with_a_clear_error(
         recipient_name="C. M.",
     )
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     body = response.json()
     assert body["signature"] == ["This stop requires a signature."]
     assert body["missing"] == ["signature"]
@@ -227,5 +227,5 @@ def test_a_later_upload_may_add_to_a_complete_proof(driver_client, stop):
 def test_an_empty_upload_is_refused(driver_client, stop):
     response = _post(driver_client, stop, note="nothing else")
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert "non_field_errors" in response.json()

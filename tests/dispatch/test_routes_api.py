@@ -157,7 +157,7 @@ def test_unknown_ids_are_field_errors_and_a_missing_route_is_404(
         {"driver_id": 10**9, "vehicle_id": 10**9},
         format="json",
     )
-    assert response.status_code == 400
+    assert response.status_code == 422  # well formed; no such driver or vehicle
     assert set(response.json()) >= {"driver_id", "vehicle_id"}
     bad = dispatcher_client.post(
         f"/api/v1/routes/{draft.pk}/assign/", {"driver_id": "x"}, format="json"

@@ -249,7 +249,7 @@ def test_rescheduling_outside_the_offered_choices_is_refused_with_a_reason(
         format="json",
     )
 
-    assert answer.status_code == 400
+    assert answer.status_code == 422
     assert answer.json()[field][0].startswith(message_start)
     shipment.refresh_from_db()
     assert (
@@ -269,7 +269,7 @@ def test_a_window_before_the_parcel_reaches_the_hub_is_refused(planned, api_clie
         format="json",
     )
 
-    assert answer.status_code == 400
+    assert answer.status_code == 422
     assert answer.json()["window_start"][0] == (
         "We do not deliver in the window starting at 08:00 on that day; "
         "choose one of: 14:00-16:00, 16:00-18:00, 18:00-20:00, 20:00-22:00."

@@ -68,7 +68,8 @@ def test_one_bad_row_imports_nothing_and_names_row_and_column(hubs, dispatcher_c
 
     response = upload(dispatcher_client, text)
 
-    assert response.status_code == 400
+    # A CSV file is not described cell by cell by the schema: refusals are 422.
+    assert response.status_code == 422
     errors = {(e["row"], e["column"]) for e in response.json()["errors"]}
     assert (2, "destination_latitude") in errors
     assert (3, "weight_kg") in errors
@@ -85,7 +86,7 @@ def test_a_row_whose_origin_no_hub_serves_is_reported(hubs, dispatcher_client):
 
     response = upload(dispatcher_client, HEADER + row(shipper.pk, "CSV-A") + paris)
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["errors"] == [
         {
             "row": 2,
@@ -107,20 +108,21 @@ def test_a_row_whose_origin_no_hub_serves_is_reported(hubs, dispatcher_client):
         HEADER + "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p\n",  # more cells than headers
     ],
 )
-def test_a_malformed_csv_is_a_400_and_imports_nothing(hubs, dispatcher_client, text):
+def test_a_malformed_csv_is_a_422_and_imports_nothing(hubs, dispatcher_client, text):
     response = upload(dispatcher_client, text)
 
-    assert response.status_code == 400, response.content
+    assert response.status_code == 422, response.content
     assert Shipment.objects.count() == 0
 
 
-def test_a_non_utf8_file_is_a_400(hubs, dispatcher_client):
+def test_a_non_utf8_file_is_a_422(hubs, dispatcher_client):
     file = io.BytesIO(b"\xff\xfe\x00\x00binary")
     file.name = "x.csv"
     response = dispatcher_client.post(
         "/api/v1/shipments/import/", {"file": file}, format="multipart"
     )
-    assert response.status_code == 400
+    assert response.status_code == 422
+    assert response.json()["code"] == "malformed_csv"
 
 
 def test_a_missing_file_is_a_400(hubs, dispatcher_client):
@@ -147,8 +149,15 @@ def test_bulk_json_creates_all_or_nothing(hubs, dispatcher_client):
     bad = dispatcher_client.post(
         "/api/v1/shipments/bulk/", [item("B-1"), item("B-2", lat=123)], format="json"
     )
-    assert bad.status_code == 400
+    assert bad.status_code == 400  # a latitude out of range: the schema's bounds
     assert bad.json()["errors"][0]["row"] == 2
+    assert Shipment.objects.count() == 0
+
+    refused = dispatcher_client.post(
+        "/api/v1/shipments/bulk/", [item("B-1"), item("B-1")], format="json"
+    )
+    assert refused.status_code == 422  # well formed; a rule (one reference) refuses
+    assert refused.json()["errors"][0]["row"] == 2
     assert Shipment.objects.count() == 0
 
     good = dispatcher_client.post(

@@ -106,7 +106,7 @@ def test_an_origin_with_no_reachable_hub_is_refused_and_nothing_is_saved(hubs):
     )
 
 
-def test_an_unreachable_origin_through_the_api_is_a_400_naming_the_field(
+def test_an_unreachable_origin_through_the_api_is_a_422_naming_the_field(
     hubs, dispatcher_client
 ):
     shipper = factories.party_make()
@@ -129,7 +129,7 @@ def test_an_unreachable_origin_through_the_api_is_a_400_naming_the_field(
 
     response = dispatcher_client.post("/api/v1/shipments/", body, format="json")
 
-    assert response.status_code == 400
+    assert response.status_code == 422  # well formed; no hub serves it
     assert response.json()["code"] == "no_reachable_hub"
     assert "origin" in response.json()
     assert not Shipment.objects.filter(reference="PARIS-1").exists()

@@ -81,30 +81,25 @@ def test_creating_a_shipment_plans_its_legs_and_returns_a_tracking_url(
     [
         (lambda b: b["origin"].update(latitude=91), "origin"),
         (lambda b: b["destination"].update(longitude=-181), "destination"),
-        (
-            lambda b: b.update(delivery_window_end="2030-05-02T08:00:00+02:00"),
-            "delivery_window_end",
-        ),
         (lambda b: b["parcels"][0].update(weight_kg="-1"), "parcels"),
         (lambda b: b["parcels"][0].update(weight_kg="0"), "parcels"),
         (lambda b: b["parcels"][0].update(weight_kg="250000"), "parcels"),
+        (lambda b: b["parcels"][0].update(weight_kg=2.5e9), "parcels"),
         (lambda b: b["parcels"][0].update(volume_m3="900"), "parcels"),
         (lambda b: b.update(parcels=[]), "parcels"),
-        (lambda b: b.update(origin_hub="no-such-hub"), "origin_hub"),
-        (lambda b: b.update(destination_hub="nope"), "destination_hub"),
         (lambda b: b.update(service_level="yesterday"), "service_level"),
-        (lambda b: b.update(shipper=999999), "shipper"),
+        (lambda b: b.update(shipper="12"), "shipper"),
+        (lambda b: b.update(is_return="yes"), "is_return"),
         (lambda b: b.update(reference=""), "reference"),
         (lambda b: b.update(reference="x" * 65), "reference"),
+        (lambda b: b.update(reference="REF-1\n"), "reference"),
+        (lambda b: b.update(promised_by="2030-05-02T08:00:00"), "promised_by"),
         (lambda b: b["consignee"].update(email="not-an-email"), "consignee"),
+        (lambda b: b["consignee"].update(name=7), "consignee"),
         (lambda b: b.pop("destination"), "destination"),
-        (
-            lambda b: b["parcels"].append({"weight_kg": "1", "barcode": "OLV-000001"}),
-            "parcels",
-        ),
     ],
 )
-def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(
+def test_input_that_does_not_fit_the_schema_is_a_400_naming_the_field(
     hubs, dispatcher_client, shipper, change, field
 ):
     body = valid_body(shipper)
@@ -114,6 +109,39 @@ def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(
     response = dispatcher_client.post("/api/v1/shipments/", body, format="json")
 
     assert response.status_code == 400, response.content
+    assert field in response.json()
+    assert written_rows() == before
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (
+            lambda b: b.update(delivery_window_end="2030-05-02T08:00:00+02:00"),
+            "delivery_window_end",
+        ),
+        (lambda b: b.update(origin_hub="no-such-hub"), "origin_hub"),
+        (lambda b: b.update(destination_hub="nope"), "destination_hub"),
+        (lambda b: b.update(shipper=999999), "shipper"),
+        (lambda b: b.update(promised_by="1999-12-31T23:00:00Z"), "promised_by"),
+        (
+            lambda b: b["parcels"].append({"weight_kg": "1", "barcode": "OLV-000001"}),
+            "parcels",
+        ),
+    ],
+)
+def test_well_formed_input_a_rule_refuses_is_a_422_naming_the_field(
+    hubs, dispatcher_client, shipper, change, field
+):
+    """A request that fits the schema but names no such object, or breaks a
+    rule across fields, answers 422 (not 400: its shape is right)."""
+    body = valid_body(shipper)
+    change(body)
+    before = written_rows()
+
+    response = dispatcher_client.post("/api/v1/shipments/", body, format="json")
+
+    assert response.status_code == 422, response.content
     assert field in response.json()
     assert written_rows() == before
 
@@ -135,7 +163,7 @@ def test_a_duplicate_reference_for_the_same_shipper_is_refused(
         format="json",
     )
 
-    assert response.status_code == 400
+    assert response.status_code == 409  # a value that must be unique
     assert "reference" in response.json()
     assert written_rows() == before
 

@@ -115,7 +115,8 @@ def test_webhook_endpoint_validation(dispatcher_client):
     )
     assert created.status_code == 201 and len(created.json()["secret"]) >= 32
     assert dispatcher_client.post("/api/v1/webhooks/endpoints/", {"shipper": shipper.pk, "url": "ftp://x"}).status_code == 400
-    assert dispatcher_client.post("/api/v1/webhooks/endpoints/", {"shipper": 999999, "url": "https://e.com"}).status_code == 400
+    # Well formed, naming no such shipper: 422.
+    assert dispatcher_client.post("/api/v1/webhooks/endpoints/", {"shipper": 999999, "url": "https://e.com"}).status_code == 422
 
 
 def test_eta_accuracy_uses_the_last_estimate_made_before_the_horizon(hubs):
