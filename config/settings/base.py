@@ -379,6 +379,9 @@ TRACKING_RATE_LIMIT_PER_MINUTE = env.int("TRACKING_RATE_LIMIT_PER_MINUTE", defau
 TRACKING_MISS_LIMIT_PER_MINUTE = env.int("TRACKING_MISS_LIMIT_PER_MINUTE", default=30)
 TRACKING_DRIVER_SILENT_MINUTES = env.int("TRACKING_DRIVER_SILENT_MINUTES", default=10)
 TRACKING_ROUTE_QUIET_MINUTES = env.int("TRACKING_ROUTE_QUIET_MINUTES", default=2)
+# Ping batches one phone may send a minute (an app sends one every 10-30 s;
+# a queue flushed after a dead zone is a few dozen at most).
+PING_BATCHES_PER_DEVICE_PER_MINUTE = env.int("PING_BATCHES_PER_DEVICE_PER_MINUTE", default=120)
 MAP_TILE_URL = env.str("MAP_TILE_URL", default="")
 
 # ---------------------------------------------------------------------------
