@@ -20,8 +20,9 @@ latest fix time. Invariants, checked after every upload and at the end:
 3. every stop's status = the rule's result on the event set;
 4. the same event set sent to a twin route in device order gives the same states.
 
-CI size: 30 examples x up to 30 steps. Full bar (RELIABILITY_SCALE=17, about 5
-min): 500 examples x up to 50 steps.
+CI size: 30 examples x up to 30 steps. Full bar (RELIABILITY_SCALE=17, about 10
+min on two shared cores; give pytest ``--timeout 1800``): 500 examples x up to
+50 steps.
 """
 
 from __future__ import annotations
