@@ -96,3 +96,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     *page_urls,
 ]
+
+# Under /api/ a path that matches nothing (a malformed id) answers JSON, like
+# an unknown object; pages keep Django's HTML 404.
+handler404 = "shipments.api_errors.not_found"

@@ -303,12 +303,12 @@ def route_assign(
 
 
 def _legs_of_route(route: Route) -> list[Leg]:
-    return list(
-        Leg.objects.filter(route_stops__route=route)
-        .exclude(route_stops__status=RouteStop.Status.SKIPPED)
-        .distinct()
-        .order_by("id")
+    """The legs this route's live stops carry. (Excluding skipped stops across
+    the relation would drop a leg skipped on any route, e.g. an earlier one.)"""
+    live_stops = RouteStop.objects.filter(route=route).exclude(
+        status=RouteStop.Status.SKIPPED
     )
+    return list(Leg.objects.filter(route_stops__in=live_stops).distinct().order_by("id"))
 
 
 @transaction.atomic

@@ -88,12 +88,7 @@ def exception_handler(exc, context):
         body = {"code": exc.code, "detail": exc.message, **exc.details}
         if exc.field:
             body[exc.field] = [exc.message]
-        # A service refuses a request that passed validation, so it fits the
-        # schema: a refusal the class leaves at 400 is a rule's (422).
-        code = exc.status_code
-        if code == status.HTTP_400_BAD_REQUEST:
-            code = status.HTTP_422_UNPROCESSABLE_ENTITY
-        return Response(body, status=code)
+        return Response(body, status=exc.status_code)
     if isinstance(exc, DjangoValidationError):
         exc = ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 
 class DomainError(Exception):
+    """A service's refusal of a request that fitted the schema (a rule): 422."""
+
     code = "domain_error"
-    status_code = 400
+    status_code = 422
 
     def __init__(self, message: str, *, field: str | None = None, **details):
         super().__init__(message)

@@ -23,13 +23,6 @@ from .tracking_links import tracking_links_redact, tracking_links_restore
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
-# The header's shape in the OpenAPI schema (what clients and fuzzers may send).
-KEY_SCHEMA = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": MAX_KEY_LENGTH,
-    "pattern": r"^\S.*$",
-}
 
 
 def principal_of(request) -> str:
