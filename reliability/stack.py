@@ -29,6 +29,8 @@ from pathlib import Path
 
 import httpx
 
+from .harness.live_server import child_pids
+
 ROOT = Path(__file__).resolve().parents[1]
 PG_BIN = Path(sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]) if Path(
     "/usr/lib/postgresql"
@@ -74,17 +76,7 @@ class Process:
 
     def children(self) -> list[int]:
         """Direct children (gunicorn workers, Celery pool processes)."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == self.pid:
-                found.append(int(entry.name))
-        return sorted(found)
+        return child_pids(self.pid)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole group (a SIGKILLed master leaves no orphans)."""

@@ -23,6 +23,22 @@ LOG_DIR = ROOT / "test-artifacts" / "reliability" / "logs"
 START_TIMEOUT_SECONDS = 60
 
 
+def child_pids(parent: int) -> list[int]:
+    """The direct children of a process, read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may contain spaces, split after ')'
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,20 +129,7 @@ class LiveServer:
         """The gunicorn workers (children of the master process)."""
         if self.process is None:
             return []
-        master = self.process.pid
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # pid (comm) state ppid ...: comm may contain spaces, split after ')'
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == master:
-                pids.append(int(entry.name))
-        return sorted(pids)
+        return child_pids(self.process.pid)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
