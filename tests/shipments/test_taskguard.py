@@ -5,8 +5,6 @@ worker's death that the cap is about."""
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
 import time
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from shipments.taskguard import (
     task_delivery_begin,
 )
 from shipments.tasks import idempotency_purge_task
-from tests.tracking.stack import LOGS, ROOT, _stop, stack_env
+from tests.tracking.stack import celery_worker
 
 PROJECT_APPS = ("shipments", "routing", "dispatch", "tracking", "notifications")
 
@@ -135,40 +133,14 @@ def test_the_admin_lists_dead_letters_and_requeues_them(admin_client):
 # ---------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
 def prefork_worker():
     """A prefork worker (a solo worker would die with its poison) that also
     loads the test tasks."""
-    LOGS.mkdir(parents=True, exist_ok=True)
-    app.control.purge()
-    with (LOGS / "taskguard-worker.log").open("w") as log:
-        worker = subprocess.Popen(
-            [
-                str(ROOT / ".venv/bin/celery"),
-                "-A",
-                "config",
-                "worker",
-                "--pool=prefork",
-                "--concurrency=1",
-                "-I",
-                "tests.shipments.taskguard_tasks",
-                "-l",
-                "info",
-            ],
-            cwd=ROOT,
-            env=stack_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not app.control.ping(timeout=0.5):
-            if worker.poll() is not None:
-                raise RuntimeError("the Celery worker exited at start-up")
-            time.sleep(0.3)
-        yield worker
-    finally:
-        _stop([worker])
+    return celery_worker(
+        name="taskguard-worker",
+        pool="prefork",
+        extra_args=("--concurrency=1", "-I", "tests.shipments.taskguard_tasks"),
+    )
 
 
 def _runs(path: Path) -> int:

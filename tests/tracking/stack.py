@@ -47,7 +47,9 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 
 
 @contextlib.contextmanager
-def celery_worker(env: dict | None = None, name: str = "worker"):
+def celery_worker(
+    env: dict | None = None, name: str = "worker", pool: str = "solo", extra_args: tuple = ()
+):
     LOGS.mkdir(parents=True, exist_ok=True)
     from config.celery import app
 
@@ -60,7 +62,8 @@ def celery_worker(env: dict | None = None, name: str = "worker"):
 
     queue_slot_release(RELAY_PENDING_KEY)
     worker = subprocess.Popen(
-        [str(ROOT / ".venv/bin/celery"), "-A", "config", "worker", "--pool=solo", "-l", "warning"],
+        [str(ROOT / ".venv/bin/celery"), "-A", "config", "worker", f"--pool={pool}",
+         "-l", "warning", *extra_args],
         cwd=ROOT, env=env or stack_env(), stdout=open(LOGS / f"{name}.log", "w"), stderr=subprocess.STDOUT,
     )
     try:
