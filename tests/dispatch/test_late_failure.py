@@ -19,6 +19,8 @@ from shipments.models import Leg, Shipment
 from shipments.states import LegStatus, Mile
 from tests import factories
 from tests.dispatch import builders
+from tests.dispatch.test_driver_events import _state as route_state
+from tests.dispatch.test_driver_events import _stops
 
 pytestmark = pytest.mark.django_db
 
@@ -49,20 +51,10 @@ def _route_with_client(hub):
     return route, client
 
 
-def _stops(route):
-    return list(route.stops.order_by("sequence"))
-
-
 def _state(route):
-    route.refresh_from_db()
+    """The route's state as test_driver_events sees it, plus the returns made."""
     return {
-        "route": route.status,
-        "stops": [s.status for s in _stops(route)],
-        "legs": [
-            list(s.legs.order_by("id").values_list("status", "attempt_count"))
-            for s in _stops(route)
-        ],
-        "shipments": [Shipment.objects.get(pk=s.pk).status for s in route.shipments],
+        **route_state(route),
         "returns": [
             Shipment.objects.get(pk=s.pk).returns.count() for s in route.shipments
         ],
