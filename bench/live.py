@@ -36,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from reliability.harness.stats import percentile  # noqa: E402
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,14 +57,6 @@ def parse_args() -> argparse.Namespace:
     if not 1 <= args.clients <= 500 or not 1 <= args.drivers <= 200 or not 2 <= args.stops <= 100:
         parser.error("clients 1–500, drivers 1–200, stops 2–100")
     return args
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 # ---------------------------------------------------------------- setup

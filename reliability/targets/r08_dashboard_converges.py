@@ -41,6 +41,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reliability.harness.stats import percentile
+
 ID = "R8"
 TITLE = "Dashboard converges despite an at-most-once channel layer"
 BUDGET_SECONDS = 330
@@ -55,14 +57,6 @@ RETRY_FIRST_SECONDS = 0.5  # live.js: 500 ms, doubling, at most 5 s
 RETRY_MAX_SECONDS = 5.0
 POLL_FALLBACK_SECONDS = 3.0  # live.js polls the catch-up URL while the socket is down
 SLOW_READER_RCVBUF = 4096  # a client on a slow link: a small receive window
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 # ---------------------------------------------------------------- helper processes
